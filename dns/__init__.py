@@ -1,0 +1,1 @@
+"""DNS: Consul-style service names answered from an in-memory view of the catalog."""

@@ -1,0 +1,1 @@
+"""Registrator: Docker events → service definitions → catalog."""

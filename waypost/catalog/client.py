@@ -1,0 +1,148 @@
+"""The one place that speaks HTTP to the catalog (embedded or a Consul agent), via py-consul."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import consul
+import consul.aio
+from consul.callback import CB
+
+from waypost.catalog.model import Instance, ServiceDef
+from waypost.catalog.watch import Watch
+from waypost.config import CatalogConfig
+
+log = logging.getLogger("waypost.catalog")
+
+CatalogError = consul.ConsulException
+
+
+class CatalogClient:
+    """Async client for the subset of Consul's HTTP API Waypost uses.
+
+    Writes go to the local agent (``/v1/agent/...``) the way registrator does; reads use health
+    endpoints so callers only see instances with their check status.
+    """
+
+    def __init__(self, config: CatalogConfig | None = None) -> None:
+        self.config = config or CatalogConfig.from_url()
+        verify: bool | str = self.config.verify
+        if self.config.ca_file and self.config.verify:
+            verify = self.config.ca_file
+        self.consul = consul.aio.Consul(
+            host=self.config.host,
+            port=self.config.port,
+            scheme=self.config.scheme,
+            token=self.config.token,
+            verify=verify,
+        )
+        self._http = self.consul.http
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    def _headers(self) -> dict[str, str]:
+        return self.consul.prepare_headers()
+
+    async def close(self) -> None:
+        await self.consul.close()
+
+    async def __aenter__(self) -> CatalogClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- agent -------------------------------------------------------------------------------
+
+    async def agent_self(self) -> dict[str, Any]:
+        """`/v1/agent/self`: the agent's config (node name, datacenter) and member info."""
+        return await self.consul.agent.self()
+
+    async def node_name(self) -> str:
+        """The catalog node this agent registers services on."""
+        info = await self.agent_self()
+        return info["Config"]["NodeName"]
+
+    async def register(self, service: ServiceDef, replace_existing_checks: bool = True) -> None:
+        """Register (or replace) one service instance with its checks on the local agent."""
+        params = [("replace-existing-checks", "true")] if replace_existing_checks else []
+        await self._http.put(
+            CB.boolean(),
+            "/v1/agent/service/register",
+            params=params,
+            data=json.dumps(service.to_consul()),
+            headers=self._headers(),
+        )
+
+    async def deregister(self, service_id: str) -> None:
+        """Remove one service instance (and its checks) from the local agent."""
+        await self._http.put(
+            CB.boolean(), f"/v1/agent/service/deregister/{service_id}", headers=self._headers()
+        )
+
+    async def update_ttl(self, check_id: str, status: str, output: str = "") -> None:
+        """Set a TTL check to passing, warning or critical (`/v1/agent/check/update/:id`)."""
+        await self._http.put(
+            CB.boolean(),
+            f"/v1/agent/check/update/{check_id}",
+            data=json.dumps({"Status": status, "Output": output}),
+            headers=self._headers(),
+        )
+
+    async def local_services(self, filter_expr: str | None = None) -> dict[str, ServiceDef]:
+        """This agent's registered services by ID (`/v1/agent/services`)."""
+        raw = await self.consul.agent.services(filter_expr=filter_expr)
+        return {sid: ServiceDef.from_agent_service(svc) for sid, svc in (raw or {}).items()}
+
+    async def local_checks(self) -> dict[str, dict[str, Any]]:
+        """This agent's checks by ID (`/v1/agent/checks`)."""
+        return await self.consul.agent.checks() or {}
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    async def _health_service(
+        self, service: str, tag: str | None, passing_only: bool, index: int = 0, wait: str | None = None
+    ) -> tuple[int, list[dict[str, Any]]]:
+        idx, data = await self.consul.health.service(
+            service, index=index or None, wait=wait, passing=passing_only, tag=tag
+        )
+        return int(idx), data or []
+
+    async def instances(self, service: str, tag: str | None = None, passing_only: bool = True) -> list[Instance]:
+        """The service's instances now (one non-blocking read)."""
+        _, data = await self._health_service(service, tag, passing_only)
+        return instances_from_health(data)
+
+    async def services(self) -> dict[str, list[str]]:
+        """Every service name in the catalog with the union of its tags."""
+        _, data = await self.consul.catalog.services()
+        return data or {}
+
+    def watch(
+        self, service: str, tag: str | None = None, passing_only: bool = True, wait: str = "30s"
+    ) -> Watch[list[Instance]]:
+        """An async iterator of the service's instance set, waking on every change."""
+
+        async def fetch(index: int, wait_: str) -> tuple[int, Any]:
+            return await self._health_service(service, tag, passing_only, index, wait_)
+
+        label = service + (f"#{tag}" if tag else "")
+        return Watch(label, fetch, instances_from_health, wait=wait)
+
+    def watch_services(self, wait: str = "30s") -> Watch[dict[str, tuple[str, ...]]]:
+        """An async iterator of all service names (with tags), waking on every change."""
+
+        async def fetch(index: int, wait_: str) -> tuple[int, Any]:
+            idx, data = await self.consul.catalog.services(index=index or None, wait=wait_)
+            return int(idx), data or {}
+
+        return Watch("services", fetch, lambda raw: {k: tuple(v or ()) for k, v in raw.items()}, wait=wait)
+
+
+def instances_from_health(entries: list[dict[str, Any]]) -> list[Instance]:
+    """Turn a health/service answer into instances, sorted by ID so equal sets compare equal."""
+    return sorted((Instance.from_health_entry(e) for e in entries), key=lambda i: i.id)

@@ -1,0 +1,1 @@
+"""The embedded catalog: a single-node server speaking the Consul HTTP API subset Waypost uses."""
