@@ -1,0 +1,143 @@
+"""Listening sockets created inside another process's network namespace.
+
+A socket belongs to the namespace it was created in, so one host process can serve every
+container: a dedicated thread ``setns()``-es into ``/proc/<pid>/ns/net``, creates and binds the
+socket, switches back, and hands the socket to the event loop. Only that thread ever changes
+namespace (``setns`` affects the calling thread alone). Python 3.11 has no ``os.setns``, so libc's
+is called through ctypes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import errno
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+CLONE_NEWNET = 0x40000000
+
+
+class NamespaceError(OSError):
+    """Entering a namespace failed; the message says which privilege or process is missing."""
+
+
+def _libc_setns() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fn = libc.setns
+    fn.argtypes = [ctypes.c_int, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_setns = _libc_setns()
+
+
+def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    """Move the calling thread into the namespace `fd` refers to."""
+    if _setns(fd, nstype) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def check_privileges(pid: int | None = None) -> str | None:
+    """Return why namespace entry can't work here (or None when it can).
+
+    Tries a real round trip into the namespace of `pid` (default: our own), which needs
+    CAP_SYS_ADMIN, and, for another pid, the host PID namespace to see it.
+    """
+    target = f"/proc/{pid or os.getpid()}/ns/net"
+    try:
+        fd = os.open(target, os.O_RDONLY)
+    except FileNotFoundError:
+        return f"{target} does not exist: run with the host PID namespace (compose `pid: host`)"
+    except PermissionError:
+        return f"cannot open {target}: run as root with CAP_SYS_ADMIN (compose `privileged: true`)"
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    result: list[str | None] = [None]
+
+    def probe() -> None:
+        try:
+            setns(fd)
+            setns(own)
+        except OSError as exc:
+            result[0] = (f"setns into {target} failed ({exc.strerror}): grant CAP_SYS_ADMIN "
+                         "(compose `cap_add: [SYS_ADMIN]` or `privileged: true`)")
+
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(probe).result()
+    finally:
+        os.close(fd)
+        os.close(own)
+    return result[0]
+
+
+class NamespaceBinder:
+    """Creates listening TCP sockets inside other processes' network namespaces.
+
+    All namespace switching happens in one dedicated worker thread that returns to the host
+    namespace after every call, so the event loop's thread never leaves it.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="waypost-netns")
+        self._home = os.open("/proc/self/ns/net", os.O_RDONLY)
+
+    def close(self) -> None:
+        """Stop the worker thread and release the handle on our own namespace."""
+        self._pool.shutdown(wait=True)
+        if self._home >= 0:
+            os.close(self._home)
+            self._home = -1
+
+    def _listen_in(self, pid: int, host: str, port: int, backlog: int) -> socket.socket:
+        path = f"/proc/{pid}/ns/net"
+        try:
+            target = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise NamespaceError(errno.ESRCH, f"process {pid} is gone ({path} missing)") from None
+        try:
+            try:
+                setns(target)
+            except OSError as exc:
+                raise NamespaceError(exc.errno, f"cannot enter {path}: {exc.strerror} (needs CAP_SYS_ADMIN)") from None
+            try:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind((host, port))
+                    sock.listen(backlog)
+                    sock.setblocking(False)
+                except OSError:
+                    sock.close()
+                    raise
+                return sock
+            finally:
+                setns(self._home)  # always come home; failing here is fatal for the thread
+        finally:
+            os.close(target)
+
+    async def listen(self, pid: int, host: str, port: int, backlog: int = 1024) -> socket.socket:
+        """A non-blocking listening socket bound to host:port inside pid's network namespace."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._listen_in, pid, host, port, backlog)
+
+    def _run_in(self, pid: int, fn, *args):  # type: ignore[no-untyped-def]
+        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        try:
+            setns(target)
+            try:
+                return fn(*args)
+            finally:
+                setns(self._home)
+        finally:
+            os.close(target)
+
+    async def run_in(self, pid: int, fn, *args):  # type: ignore[no-untyped-def]
+        """Run a small blocking function inside pid's network namespace (for tests and probes)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._run_in, pid, fn, *args)
