@@ -46,6 +46,8 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: dict[str, str] 
         if not action.option_strings or action.dest in ("help", "version"):
             continue
         name = env_name(action.dest)
+        if action.help and action.help != argparse.SUPPRESS:
+            action.help += f" [env {name}]"
         if name not in env:
             continue
         raw = env[name]
@@ -62,9 +64,10 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: dict[str, str] 
                 action.default = action.type(raw) if action.type else raw
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{name}={raw!r}: not a valid {action.option_strings[0]} ({exc})") from None
+            if action.choices is not None and action.default not in action.choices:
+                allowed = ", ".join(map(str, action.choices))
+                raise ConfigError(f"{name}={raw!r}: {action.option_strings[0]} must be one of {allowed}")
         action.required = False
-        if action.help and action.help != argparse.SUPPRESS:
-            action.help += f" [env {name}]"
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
