@@ -1,0 +1,112 @@
+"""`waypost registrator`: register this Docker host's containers in the catalog (gliderlabs-compatible).
+
+Flags follow gliderlabs/registrator's (``-ip`` → ``--ip`` …); every flag also reads
+``WAYPOST_<FLAG>`` (e.g. ``WAYPOST_RESYNC=60``). A gliderlabs-style registry URI
+(``consul://HOST:PORT``) may be given as the positional argument instead of ``--catalog``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+
+from waypost.catalog import CatalogClient
+from waypost.config import ConfigError, add_catalog_arguments, catalog_config_from_args
+
+from .metadata import split_escaped
+from .options import DEREGISTER_MODES, RegistratorOptions
+from .runner import CatalogUnavailable, Registrator
+
+log = logging.getLogger("waypost.registrator")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `waypost registrator` flags."""
+    parser.add_argument("registry", nargs="?", metavar="REGISTRY_URI", default=None,
+                        help="gliderlabs-style registry URI, e.g. consul://127.0.0.1:8500 (same as --catalog)")
+    group = parser.add_argument_group("registrator")
+    group.add_argument("--ip", default="", metavar="IP",
+                       help="address to register for published ports (default: this host's routable IP)")
+    group.add_argument("--internal", action="store_true",
+                       help="register exposed ports at the container's own IP instead of published ports")
+    group.add_argument("--network", default="", metavar="NAME",
+                       help="with --internal: the Docker network whose IP to register")
+    group.add_argument("--explicit", action="store_true",
+                       help="only register ports that have SERVICE_NAME or SERVICE_<port>_NAME")
+    group.add_argument("--tags", default="", metavar="LIST",
+                       help="comma list of tags added to every service (\\, escapes a comma; {{.Config.X}} templates)")
+    group.add_argument("--resync", type=float, default=0.0, metavar="SECONDS",
+                       help="also compare everything every SECONDS (0: only on start and reconnect)")
+    group.add_argument("--cleanup", action="store_true",
+                       help="also remove this node's dangling gliderlabs-style registrations, and "
+                            "on-success-kept ones once the container stopped")
+    group.add_argument("--deregister", default="always", choices=DEREGISTER_MODES,
+                       help="when a container exits: always deregister, or only on-success (exit 0 or a signal)")
+    group.add_argument("--retry-attempts", type=int, default=-1, metavar="N",
+                       help="at start, how many times to retry reaching the catalog (-1: forever)")
+    group.add_argument("--retry-interval", type=int, default=2000, metavar="MS",
+                       help="milliseconds between those retries; also the cap of runtime retry backoff")
+    group.add_argument("--use-ip-from-label", default="", metavar="LABEL",
+                       help="register the IP found in this container label (e.g. an IPAM-assigned address)")
+    group.add_argument("--node", default="", metavar="NAME",
+                       help="this host's identity in service IDs and the waypost-node Meta marker "
+                            "(default: the Docker engine's host name)")
+    group.add_argument("--deregister-on-exit", action="store_true",
+                       help="on shutdown, remove this node's registrations (default: leave them)")
+    group.add_argument("--docker", default=None, metavar="URL",
+                       help="Docker engine URL (default: $DOCKER_HOST, else the local socket)")
+    add_catalog_arguments(parser)
+
+
+def options_from_args(args: argparse.Namespace) -> RegistratorOptions:
+    """Validate the flags into :class:`RegistratorOptions` (raises :class:`ConfigError`)."""
+    if args.retry_interval <= 0:
+        raise ConfigError(f"--retry-interval {args.retry_interval}: must be a positive number of milliseconds")
+    if args.retry_attempts < -1:
+        raise ConfigError(f"--retry-attempts {args.retry_attempts}: use -1 (forever), 0 or a positive count")
+    if args.resync < 0:
+        raise ConfigError(f"--resync {args.resync}: use 0 (never) or a number of seconds")
+    if args.ip:
+        try:
+            ipaddress.ip_address(args.ip)
+        except ValueError:
+            raise ConfigError(f"--ip {args.ip!r}: not an IP address; write e.g. --ip 192.0.2.10") from None
+    if args.network and not args.internal:
+        log.warning("--network %s only matters with --internal; ignored", args.network)
+    return RegistratorOptions(
+        node=args.node,
+        host_ip=args.ip,
+        internal=args.internal,
+        explicit=args.explicit,
+        tags=tuple(split_escaped(args.tags or "")),
+        resync=args.resync,
+        cleanup=args.cleanup,
+        deregister=args.deregister,
+        retry_attempts=args.retry_attempts,
+        retry_interval=args.retry_interval / 1000.0,
+        use_ip_from_label=args.use_ip_from_label,
+        network=args.network,
+        deregister_on_exit=args.deregister_on_exit,
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Run until cancelled (SIGINT/SIGTERM); returns 1 when the catalog never answered."""
+    if args.registry and not args.catalog:
+        args.catalog = args.registry
+    options = options_from_args(args)
+    client = CatalogClient(catalog_config_from_args(args))
+    registrator = Registrator(client, options, docker_url=args.docker)
+    try:
+        try:
+            await registrator.start()
+        except CatalogUnavailable as exc:
+            log.error("%s", exc)
+            return 1
+        await asyncio.Event().wait()
+        return 0
+    finally:
+        await registrator.stop()
+        await client.close()

@@ -1,0 +1,211 @@
+"""The Docker engine, seen from the event loop: an event stream and a few non-blocking calls.
+
+The docker SDK is blocking. Its event stream runs in ONE thread (:class:`EventBridge`) that hands
+every event to the loop with ``loop.call_soon_threadsafe`` into an :class:`asyncio.Queue`, and
+reconnects with backoff when the engine restarts or the stream breaks (posting ``disconnected`` /
+``connected`` markers so the consumer can resync). One-shot calls (inspect, list, info) run via
+:func:`asyncio.to_thread` in :class:`DockerAPI`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+
+log = logging.getLogger("waypost.registrator.events")
+
+CONNECTED = "connected"
+DISCONNECTED = "disconnected"
+CONTAINER = "container"
+
+
+@dataclass(frozen=True, slots=True)
+class DockerEvent:
+    """One item of the bridge's queue: a container event or a connection state change."""
+
+    kind: str  # CONNECTED, DISCONNECTED or CONTAINER
+    action: str = ""  # "start", "die", "health_status", … (for CONTAINER; detail after ':' dropped)
+    container_id: str = ""
+    time_nano: int = 0
+    attributes: dict[str, str] = field(default_factory=dict)
+    detail: str = ""  # e.g. "healthy" for "health_status: healthy", or the error text
+
+
+def make_client(docker_url: str | None = None, timeout: float = 30.0) -> docker.APIClient:
+    """A low-level docker client for `docker_url`, else ``DOCKER_HOST`` / the default socket."""
+    if docker_url:
+        return docker.APIClient(base_url=docker_url, version="auto", timeout=timeout)
+    kwargs = docker.utils.kwargs_from_env()
+    kwargs.setdefault("version", "auto")
+    return docker.APIClient(timeout=timeout, **kwargs)
+
+
+def parse_event(raw: dict[str, Any]) -> DockerEvent | None:
+    """A docker ``/events`` message as a :class:`DockerEvent` (None for non-container events)."""
+    if raw.get("Type", "container") != "container":
+        return None
+    action_text = str(raw.get("Action") or raw.get("status") or "")
+    action, _, detail = action_text.partition(":")
+    actor = raw.get("Actor") or {}
+    return DockerEvent(
+        kind=CONTAINER,
+        action=action.strip(),
+        container_id=str(actor.get("ID") or raw.get("id") or ""),
+        time_nano=int(raw.get("timeNano") or int(raw.get("time") or 0) * 1_000_000_000),
+        attributes={str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()},
+        detail=detail.strip(),
+    )
+
+
+class EventBridge:
+    """Reads Docker's event stream in one thread and feeds an asyncio queue; never gives up.
+
+    Each (re)connection posts a ``connected`` item *after* the stream is subscribed, so a resync
+    started on it cannot miss an event; each break posts ``disconnected`` and retries with
+    exponential backoff (`min_backoff` doubling to `max_backoff`).
+    """
+
+    def __init__(
+        self,
+        queue: asyncio.Queue[DockerEvent],
+        loop: asyncio.AbstractEventLoop,
+        docker_url: str | None = None,
+        min_backoff: float = 0.1,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._queue = queue
+        self._loop = loop
+        self._docker_url = docker_url
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._stream: Any = None
+        self._client: docker.APIClient | None = None
+        self._thread: threading.Thread | None = None
+        self.connected = False
+        self.connections = 0
+        self.events = 0
+
+    def start(self) -> None:
+        """Start the reader thread (a daemon: it never keeps the process alive)."""
+        self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
+        self._thread.start()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop reading: close the stream from the loop's side and wait for the thread."""
+        self._stopping.set()
+        with self._lock:
+            stream, client = self._stream, self._client
+        for closer in (getattr(stream, "close", None), getattr(client, "close", None)):
+            if closer is not None:
+                try:
+                    closer()
+                except Exception:  # noqa: BLE001 - closing a broken stream may fail; we are leaving
+                    pass
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, timeout)
+
+    def _post(self, item: DockerEvent) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: we are shutting down
+            self._stopping.set()
+
+    def _run(self) -> None:
+        backoff = self.min_backoff
+        failures = 0
+        while not self._stopping.is_set():
+            client: docker.APIClient | None = None
+            try:
+                client = make_client(self._docker_url)
+                stream = client.events(decode=True, filters={"type": "container"})
+                with self._lock:
+                    self._client, self._stream = client, stream
+                if self._stopping.is_set():
+                    break
+                self.connected = True
+                self.connections += 1
+                failures = 0
+                backoff = self.min_backoff
+                self._post(DockerEvent(kind=CONNECTED))
+                for raw in stream:
+                    event = parse_event(raw)
+                    if event is not None:
+                        self.events += 1
+                        self._post(event)
+                if not self._stopping.is_set():
+                    raise ConnectionError("event stream ended (engine stopped or restarted)")
+            except Exception as exc:  # noqa: BLE001 - any failure: report, back off, reconnect
+                if self._stopping.is_set():
+                    break
+                failures += 1
+                was_connected = self.connected
+                self.connected = False
+                text = f"{exc.__class__.__name__}: {exc}"
+                if was_connected or failures == 1:
+                    log.warning("docker engine unreachable (%s); reconnecting with backoff", text)
+                self._post(DockerEvent(kind=DISCONNECTED, detail=text))
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+            finally:
+                with self._lock:
+                    self._client, self._stream = None, None
+                if client is not None:
+                    try:
+                        client.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+        self.connected = False
+
+
+class DockerAPI:
+    """Inspect / list / info on the Docker engine without blocking the loop (via to_thread).
+
+    The client is created lazily, so a down engine at start-up only makes calls fail (and be
+    retried by the caller) instead of failing construction.
+    """
+
+    def __init__(self, docker_url: str | None = None) -> None:
+        self._docker_url = docker_url
+        self._client: docker.APIClient | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> docker.APIClient:
+        with self._lock:
+            if self._client is None:
+                self._client = make_client(self._docker_url)
+            return self._client
+
+    def _inspect(self, container_id: str) -> dict[str, Any] | None:
+        try:
+            return self._get().inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+
+    async def inspect(self, container_id: str) -> dict[str, Any] | None:
+        """The container's inspect document, or None when it no longer exists."""
+        return await asyncio.to_thread(self._inspect, container_id)
+
+    def _running(self) -> list[tuple[str, str]]:
+        return [(c["Id"], (c.get("Names") or ["/"])[0].lstrip("/")) for c in self._get().containers()]
+
+    async def running(self) -> list[tuple[str, str]]:
+        """(id, name) of every running (and paused) container."""
+        return await asyncio.to_thread(self._running)
+
+    async def info(self) -> dict[str, Any]:
+        """The engine's ``/info`` (``Name`` is the Docker host's host name)."""
+        return await asyncio.to_thread(lambda: self._get().info())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None

@@ -1,0 +1,47 @@
+"""The Docker event bridge: message parsing, and the thread ↔ loop hand-off without an engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from waypost.registrator.events import CONTAINER, DISCONNECTED, DockerEvent, EventBridge, parse_event
+
+
+def test_parse_start_event() -> None:
+    raw = {"status": "start", "id": "abc", "from": "busybox", "Type": "container", "Action": "start",
+           "Actor": {"ID": "abc", "Attributes": {"name": "web", "image": "busybox"}}, "scope": "local",
+           "time": 1700000000, "timeNano": 1700000000123456789}
+    event = parse_event(raw)
+    assert event == DockerEvent(kind=CONTAINER, action="start", container_id="abc", time_nano=1700000000123456789,
+                                attributes={"name": "web", "image": "busybox"}, detail="")
+
+
+def test_parse_health_status_detail() -> None:
+    event = parse_event({"Type": "container", "Action": "health_status: unhealthy", "Actor": {"ID": "x"},
+                         "time": 5})
+    assert event is not None
+    assert (event.action, event.detail, event.time_nano) == ("health_status", "unhealthy", 5_000_000_000)
+
+
+def test_parse_exec_and_other_types() -> None:
+    exec_event = parse_event({"Type": "container", "Action": "exec_start: test -f /tmp/x", "Actor": {"ID": "x"}})
+    assert exec_event is not None and exec_event.action == "exec_start"
+    assert parse_event({"Type": "network", "Action": "connect", "Actor": {"ID": "n"}}) is None
+    legacy = parse_event({"status": "die", "id": "old"})  # pre-1.22 engines: no Type/Action/Actor
+    assert legacy is not None and (legacy.action, legacy.container_id) == ("die", "old")
+
+
+async def test_bridge_reports_unreachable_engine_and_stops_promptly(tmp_path) -> None:
+    queue: asyncio.Queue[DockerEvent] = asyncio.Queue()
+    bridge = EventBridge(queue, asyncio.get_running_loop(), f"unix://{tmp_path}/no-docker.sock",
+                         min_backoff=0.01, max_backoff=0.05)
+    bridge.start()
+    first = await asyncio.wait_for(queue.get(), 10)
+    assert first.kind == DISCONNECTED and first.detail
+    second = await asyncio.wait_for(queue.get(), 10)  # it keeps retrying, with backoff
+    assert second.kind == DISCONNECTED
+    started = time.monotonic()
+    await bridge.stop()
+    assert time.monotonic() - started < 2
+    assert not bridge.connected
