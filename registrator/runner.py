@@ -24,8 +24,8 @@ import time
 from typing import Any
 
 from waypost.catalog import CatalogClient
+from waypost.docker_events import CONNECTED, CONTAINER, DISCONNECTED, DockerAPI, DockerEvent, EventBridge
 
-from .events import CONNECTED, CONTAINER, DISCONNECTED, DockerAPI, DockerEvent, EventBridge
 from .hostinfo import routable_ip
 from .options import RegistratorOptions
 from .sync import Reconciler

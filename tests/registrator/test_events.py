@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from waypost.registrator.events import CONTAINER, DISCONNECTED, DockerEvent, EventBridge, parse_event
+from waypost.docker_events import CONTAINER, DISCONNECTED, DockerEvent, EventBridge, parse_event
 
 
 def test_parse_start_event() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import docker
 import docker.errors
 
-log = logging.getLogger("waypost.registrator.events")
+log = logging.getLogger("waypost.docker")
 
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
