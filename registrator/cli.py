@@ -29,6 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("registrator")
     group.add_argument("--ip", default="", metavar="IP",
                        help="address to register for published ports (default: this host's routable IP)")
+    group.add_argument("--node", default="", metavar="NAME",
+                       help="this host's identity in service IDs and the waypost-node Meta marker "
+                            "(default: the Docker engine's host name)")
+    add_registrator_flags(group)
+    add_catalog_arguments(parser)
+
+
+def add_registrator_flags(group: argparse._ActionsContainer) -> None:
+    """The registrator's own flags, shared with `waypost up` (which owns --ip, --node, --catalog)."""
     group.add_argument("--internal", action="store_true",
                        help="register exposed ports at the container's own IP instead of published ports")
     group.add_argument("--network", default="", metavar="NAME",
@@ -50,14 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="milliseconds between those retries; also the cap of runtime retry backoff")
     group.add_argument("--use-ip-from-label", default="", metavar="LABEL",
                        help="register the IP found in this container label (e.g. an IPAM-assigned address)")
-    group.add_argument("--node", default="", metavar="NAME",
-                       help="this host's identity in service IDs and the waypost-node Meta marker "
-                            "(default: the Docker engine's host name)")
     group.add_argument("--deregister-on-exit", action="store_true",
                        help="on shutdown, remove this node's registrations (default: leave them)")
     group.add_argument("--docker", default=None, metavar="URL",
                        help="Docker engine URL (default: $DOCKER_HOST, else the local socket)")
-    add_catalog_arguments(parser)
 
 
 def options_from_args(args: argparse.Namespace) -> RegistratorOptions:

@@ -79,6 +79,18 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                        help="log lines as text or one JSON object each (default: text)")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows a flag's default when it has a meaningful one the help text doesn't already mention."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, "", False, []) or default is argparse.SUPPRESS
+                or not action.option_strings):
+            return text
+        return text + " (default: %(default)s)"
+
+
 def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
     """The whole command tree, with environment defaults applied."""
     parser = argparse.ArgumentParser(
@@ -91,7 +103,7 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         module = importlib.import_module(module_name)
         sp = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip().splitlines()[0],
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=HelpFormatter)
         module.add_arguments(sp)
         add_common_arguments(sp)
         apply_env_defaults(sp, environ)
