@@ -2,9 +2,39 @@
 
 from __future__ import annotations
 
+import importlib
 import socket
+import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _import_dnspython() -> None:
+    """Import dnspython's top-level ``dns`` with the repository root hidden from sys.path.
+
+    The root holds our ``dns/`` folder (installed as ``waypost.dns``); pytest and ``python -m``
+    put the root on sys.path, where it would shadow dnspython. Once dnspython's ``dns`` is in
+    sys.modules, every later ``import dns.x`` resolves inside it.
+    """
+    loaded = sys.modules.get("dns")
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve().parent == ROOT / "dns":
+        for key in [k for k in sys.modules if k == "dns" or k.startswith("dns.")]:
+            del sys.modules[key]
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
+    try:
+        for module in ("dns", "dns.asyncquery", "dns.edns", "dns.flags", "dns.message", "dns.name",
+                       "dns.opcode", "dns.query", "dns.rcode", "dns.rdataclass", "dns.rdatatype", "dns.rrset",
+                       "dns.resolver"):
+            importlib.import_module(module)
+    finally:
+        sys.path[:] = saved
+
+
+_import_dnspython()
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:

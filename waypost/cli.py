@@ -25,6 +25,7 @@ log = logging.getLogger("waypost")
 # subcommand → (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("waypost.server.cli", "run the embedded Consul-compatible catalog"),
+    "dns": ("waypost.dns.cli", "serve Consul-style DNS names from the catalog"),
     "registrator": ("waypost.registrator.cli", "register this Docker host's containers in the catalog"),
 }
 

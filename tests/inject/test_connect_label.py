@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from waypost.ambassador.connect import ConnectSpec, parse_connect_label
 from waypost.ambassador.hostsfile import allocate, read_waypost_lines, render, update_file
 

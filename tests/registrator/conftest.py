@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from waypost.registrator import Registrator, RegistratorOptions
 
 from tests.dockerkit import docker_fixtures
+from waypost.registrator import Registrator, RegistratorOptions
 
 docker_client, busybox_image, docker_cleanup = docker_fixtures()
 

@@ -16,14 +16,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from waypost.registrator import cli
-from waypost.registrator.hostinfo import routable_ip
-from waypost.registrator.metadata import MARKER_CONTAINER, MARKER_NODE, docker_check_id
 
 from tests import dockerkit as dk
 from waypost.catalog import CatalogClient
 from waypost.catalog.model import ServiceDef
 from waypost.config import CatalogConfig
+from waypost.registrator import cli
+from waypost.registrator.hostinfo import routable_ip
+from waypost.registrator.metadata import MARKER_CONTAINER, MARKER_NODE, docker_check_id
 from waypost.server.app import CatalogServer
 
 pytestmark = pytest.mark.docker
@@ -337,9 +337,8 @@ async def _status_is(client: CatalogClient, check_id: str, status: str) -> bool:
 
 
 async def test_catalog_down_at_start_retry_attempts(busybox_image) -> None:
-    from waypost.registrator import CatalogUnavailable, Registrator, RegistratorOptions
-
     from tests.conftest import free_port
+    from waypost.registrator import CatalogUnavailable, Registrator, RegistratorOptions
 
     client = CatalogClient(CatalogConfig.from_url(f"http://127.0.0.1:{free_port()}"))
     try:

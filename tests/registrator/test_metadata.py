@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
+from waypost.catalog.model import CRITICAL, PASSING
 from waypost.registrator.metadata import (
     MARKER_CONTAINER,
     MARKER_NODE,
@@ -21,8 +23,6 @@ from waypost.registrator.metadata import (
     split_escaped,
 )
 from waypost.registrator.options import RegistratorOptions
-
-from waypost.catalog.model import CRITICAL, PASSING
 
 from .fakes import inspect_doc as container
 

@@ -6,11 +6,11 @@ import asyncio
 import logging
 
 import pytest
+
+from waypost.catalog.model import CRITICAL, PASSING, ServiceDef
 from waypost.registrator.metadata import MARKER_CONTAINER, MARKER_NODE, docker_check_id
 from waypost.registrator.options import RegistratorOptions
 from waypost.registrator.sync import Reconciler
-
-from waypost.catalog.model import CRITICAL, PASSING, ServiceDef
 
 from .fakes import FakeCatalog, FakeDocker, inspect_doc
 

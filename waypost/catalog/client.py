@@ -37,6 +37,9 @@ class CatalogClient:
             scheme=self.config.scheme,
             token=self.config.token,
             verify=verify,
+            # every watch holds one connection in a blocking query; aiohttp's default cap of 100
+            # would stall the 101st watch for a whole wait (py-consul ignores 0, so a big number)
+            connections_limit=100_000,
         )
         self._http = self.consul.http
 

@@ -1,0 +1,324 @@
+"""Host mode: serve ambassadors inside labelled containers' network namespaces, from this process.
+
+For each running container labelled ``waypost.connect=redis,api:8080,db:5432@pg``, every route
+gets a loopback address 127.127.X.Y *inside the container's namespace* (a listening socket made
+there by :class:`~waypost.ambassador.netns.NamespaceBinder`), and the container's hosts file maps
+the dialled name to it. Accepted connections are forwarded from this process's namespace by the
+same :class:`~waypost.ambassador.routes.Route` the sidecar uses. One catalog watch per service
+feeds every container that dials it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from waypost.ambassador.connect import LABEL, ConnectSpec, parse_connect_label
+from waypost.ambassador.hostsfile import allocate, read_waypost_lines, update_file
+from waypost.ambassador.netns import NamespaceBinder, NamespaceError, check_privileges
+from waypost.ambassador.routes import (
+    ConnLimiter,
+    Options,
+    Route,
+    RouteSpec,
+    default_max_conns,
+    raise_fd_limit,
+)
+from waypost.docker_events import CONNECTED, CONTAINER, DISCONNECTED, DockerAPI, DockerEvent, EventBridge
+
+if TYPE_CHECKING:
+    from waypost.catalog import CatalogClient, Instance
+
+log = logging.getLogger("waypost.ambassador.inject")
+
+# Container actions after which its attachment must be re-checked.
+RECHECK_ACTIONS = {"start", "restart", "die", "stop", "kill", "destroy", "oom", "unpause", "rename", "update"}
+
+Subscriber = Callable[[list["Instance"]], None]
+
+
+class ServiceFeed:
+    """One catalog watch per (service, tag), fanned out to every subscribed route."""
+
+    def __init__(self, catalog: CatalogClient) -> None:
+        self.catalog = catalog
+        self._subs: dict[tuple[str, str | None], set[Subscriber]] = {}
+        self._tasks: dict[tuple[str, str | None], asyncio.Task[None]] = {}
+        self._latest: dict[tuple[str, str | None], list[Instance]] = {}
+        self._changed: dict[tuple[str, str | None], asyncio.Event] = {}
+
+    def subscribe(self, service: str, tag: str | None, callback: Subscriber) -> None:
+        key = (service, tag)
+        self._subs.setdefault(key, set()).add(callback)
+        if key not in self._tasks:
+            self._changed.setdefault(key, asyncio.Event())
+            self._tasks[key] = asyncio.get_running_loop().create_task(self._follow(key), name=f"feed {key}")
+        elif key in self._latest:
+            callback(self._latest[key])
+
+    def unsubscribe(self, service: str, tag: str | None, callback: Subscriber) -> None:
+        key = (service, tag)
+        subs = self._subs.get(key)
+        if subs is None:
+            return
+        subs.discard(callback)
+        if not subs:
+            del self._subs[key]
+            task = self._tasks.pop(key, None)
+            if task is not None:
+                task.cancel()
+            self._latest.pop(key, None)
+            self._changed.pop(key, None)
+
+    async def first_port(self, service: str, tag: str | None) -> int:
+        """The registered port of the service's first instance, waiting for one to appear."""
+        key = (service, tag)
+        while True:
+            for inst in self._latest.get(key) or ():
+                if inst.port:
+                    return inst.port
+            event = self._changed.setdefault(key, asyncio.Event())
+            event.clear()
+            await event.wait()
+
+    async def _follow(self, key: tuple[str, str | None]) -> None:
+        service, tag = key
+        async for instances in self.catalog.watch(service, tag, passing_only=True):
+            self._latest[key] = instances
+            for callback in list(self._subs.get(key, ())):
+                try:
+                    callback(instances)
+                except Exception:  # one route's bug must not starve the others
+                    log.exception("route update for %s failed", service)
+            event = self._changed.get(key)
+            if event is not None:
+                event.set()
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._subs.clear()
+
+
+@dataclass
+class Attachment:
+    """The routes served inside one container."""
+
+    container_id: str
+    name: str
+    pid: int
+    label: str
+    hosts_path: str
+    addresses: dict[str, str] = field(default_factory=dict)
+    routes: list[tuple[ConnectSpec, Route, Subscriber]] = field(default_factory=list)
+    pending: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Injector:
+    """Watches Docker and keeps an ambassador attached to every labelled running container."""
+
+    def __init__(self, catalog: CatalogClient, options: Options | None = None, docker_url: str | None = None,
+                 label: str = LABEL) -> None:
+        self.catalog = catalog
+        self.options = options or Options(strict_services=False)
+        self.label = label
+        self.docker = DockerAPI(docker_url)
+        self._docker_url = docker_url
+        self.feed = ServiceFeed(catalog)
+        self.limiter = ConnLimiter(self.options.max_conns)
+        self.attached: dict[str, Attachment] = {}
+        self.unavailable: str | None = None
+        self._binder: NamespaceBinder | None = None
+        self._queue: asyncio.Queue[DockerEvent] = asyncio.Queue()
+        self._bridge: EventBridge | None = None
+        self._consumer: asyncio.Task[None] | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.synced = asyncio.Event()
+
+    async def start(self) -> bool:
+        """Check privileges, then follow Docker. Returns False (after one clear error) when injection
+        cannot work here; the caller decides whether that is fatal."""
+        reason = await asyncio.to_thread(check_privileges)
+        if reason is not None:
+            self.unavailable = reason
+            log.error("ambassador injection is off: %s", reason)
+            return False
+        raise_fd_limit()
+        if self.options.max_conns == 0:
+            self.limiter.limit = default_max_conns()
+        self._binder = NamespaceBinder()
+        loop = asyncio.get_running_loop()
+        self._bridge = EventBridge(self._queue, loop, self._docker_url)
+        self._bridge.start()
+        self._consumer = loop.create_task(self._consume(), name="injector events")
+        return True
+
+    async def stop(self) -> None:
+        """Close every injected listener (hosts lines stay, so a restart reuses them)."""
+        if self._consumer is not None:
+            self._consumer.cancel()
+            await asyncio.gather(self._consumer, return_exceptions=True)
+        if self._bridge is not None:
+            await self._bridge.stop()
+        for cid in list(self.attached):
+            await self._detach(cid)
+        await self.feed.close()
+        if self._binder is not None:
+            await asyncio.to_thread(self._binder.close)
+            self._binder = None
+        self.docker.close()
+
+    # ---- events ------------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                if event.kind == CONNECTED:
+                    await self.resync()
+                elif event.kind == DISCONNECTED:
+                    continue
+                elif event.kind == CONTAINER and event.action in RECHECK_ACTIONS:
+                    await self._check(event.container_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("injector: handling %s %s failed; the next resync repairs it",
+                              event.action or event.kind, event.container_id[:12])
+
+    async def resync(self) -> None:
+        """Attach to every labelled running container and detach from the rest."""
+        try:
+            running = {cid for cid, _ in await self.docker.running()}
+        except Exception as exc:
+            log.warning("injector: cannot list containers (%s); waiting for the engine", exc)
+            return
+        for cid in list(self.attached):
+            if cid not in running:
+                await self._check(cid)
+        await asyncio.gather(*(self._check(cid) for cid in running))
+        self.synced.set()
+
+    async def _check(self, cid: str) -> None:
+        lock = self._locks.setdefault(cid, asyncio.Lock())
+        async with lock:
+            try:
+                await self._reconcile(cid)
+            finally:
+                if not lock._waiters and cid not in self.attached:  # type: ignore[attr-defined]
+                    self._locks.pop(cid, None)
+
+    async def _reconcile(self, cid: str) -> None:
+        info = await self.docker.inspect(cid)
+        state = (info or {}).get("State") or {}
+        labels = ((info or {}).get("Config") or {}).get("Labels") or {}
+        label = labels.get(self.label)
+        pid = int(state.get("Pid") or 0)
+        wanted = info is not None and state.get("Running") and pid > 0 and label is not None
+        current = self.attached.get(cid)
+        if current is not None and (not wanted or current.pid != pid or current.label != label):
+            await self._detach(cid)
+            current = None
+        if wanted and current is None:
+            await self._attach(cid, info, pid, label)  # type: ignore[arg-type]
+
+    # ---- attach / detach ---------------------------------------------------------------------
+
+    async def _attach(self, cid: str, info: dict[str, Any], pid: int, label: str) -> None:
+        name = str(info.get("Name") or cid[:12]).lstrip("/")
+        specs, warnings = parse_connect_label(label)
+        for warning in warnings:
+            log.warning("container %s: %s", name, warning)
+        hosts_path = info.get("HostsPath") or ""
+        if not hosts_path or not os.path.exists(hosts_path):
+            hosts_path = f"/proc/{pid}/root/etc/hosts"
+        att = Attachment(cid, name, pid, label, hosts_path)
+        self.attached[cid] = att
+        try:
+            text = await asyncio.to_thread(_read_text, hosts_path)
+        except OSError as exc:
+            log.warning("container %s: cannot read its hosts file %s (%s); names won't resolve, "
+                        "the apps must dial the 127.127.x.y addresses", name, hosts_path, exc.strerror)
+            text = ""
+        att.addresses = allocate([s.name for s in specs], read_waypost_lines(text))
+        try:
+            await asyncio.to_thread(update_file, hosts_path, att.addresses)
+        except OSError as exc:
+            log.warning("container %s: cannot write its hosts file %s (%s); names won't resolve, "
+                        "the apps must dial the 127.127.x.y addresses", name, hosts_path, exc.strerror)
+        for spec in specs:
+            if spec.port is not None:
+                await self._open_route(att, spec, spec.port)
+            else:
+                task = asyncio.get_running_loop().create_task(self._open_when_port_known(att, spec))
+                att.pending.append(task)
+        log.info("container %s: ambassador attached (%s)", name,
+                 ", ".join(f"{s.name}→{s.service}@{att.addresses[s.name]}" for s in specs) or "no routes")
+
+    async def _open_when_port_known(self, att: Attachment, spec: ConnectSpec) -> None:
+        port = await self._port_of(spec)
+        if self.attached.get(att.container_id) is att:
+            await self._open_route(att, spec, port)
+
+    async def _port_of(self, spec: ConnectSpec) -> int:
+        noop: Subscriber = lambda _instances: None  # noqa: E731 - keeps the watch alive meanwhile
+        self.feed.subscribe(spec.service, spec.tag, noop)
+        try:
+            return await self.feed.first_port(spec.service, spec.tag)
+        finally:
+            self.feed.unsubscribe(spec.service, spec.tag, noop)
+
+    async def _open_route(self, att: Attachment, spec: ConnectSpec, port: int) -> None:
+        assert self._binder is not None
+        address = att.addresses[spec.name]
+        try:
+            sock = await self._binder.listen(att.pid, address, port, self.options.backlog)
+        except (NamespaceError, OSError) as exc:
+            log.warning("container %s: cannot listen on %s:%d for %s (%s)", att.name, address, port, spec.name,
+                        exc.strerror or exc)
+            return
+        route_spec = RouteSpec(address, port, service=spec.service, tag=spec.tag,
+                               text=f"{address}:{port}={spec.service}" + (f"#{spec.tag}" if spec.tag else ""))
+        route = Route(route_spec, self.options, None, self.limiter, name=f"{att.name}/{spec.name}")
+        await route.start(sock)
+        callback: Subscriber = route.set_backends
+        att.routes.append((spec, route, callback))
+        self.feed.subscribe(spec.service, spec.tag, callback)
+
+    async def _detach(self, cid: str) -> None:
+        att = self.attached.pop(cid, None)
+        if att is None:
+            return
+        for task in att.pending:
+            task.cancel()
+        await asyncio.gather(*att.pending, return_exceptions=True)
+        for spec, route, callback in att.routes:
+            self.feed.unsubscribe(spec.service, spec.tag, callback)
+            await route.stop()
+        log.info("container %s: ambassador detached", att.name)
+
+    # ---- views -------------------------------------------------------------------------------
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Per attached container: its routes with backends and connection counts."""
+        out = []
+        for att in self.attached.values():
+            routes = []
+            for spec, route, _ in att.routes:
+                snap = route.snapshot()
+                snap["name"] = spec.name
+                routes.append(snap)
+            out.append({"client": att.name, "container": att.container_id[:12], "routes": routes})
+        return out
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+        return fh.read()

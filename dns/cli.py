@@ -1,0 +1,182 @@
+"""`waypost dns`: Consul-style service names answered over UDP and TCP from an in-memory catalog view.
+
+In a container, point the resolver at it and search the service domain, e.g. in compose::
+
+    services:
+      app:
+        dns: [172.17.0.1]            # the host address waypost dns listens on
+        dns_search: [service.consul]  # so plain `redis` resolves to redis.service.consul
+
+(`waypost dns --listen 172.17.0.1:53 --recurse` keeps other names working for those containers.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import sys
+
+from waypost.catalog import CatalogClient
+from waypost.config import ConfigError, add_catalog_arguments, catalog_config_from_args, parse_hostport
+from waypost.dns.config import (
+    DEFAULT_LISTEN,
+    DEFAULT_RECURSION_FROM,
+    DnsConfig,
+    parse_cidrs,
+    parse_domain,
+    parse_recursors,
+    parse_service_ttls,
+    parse_ttl,
+    resolv_conf_nameservers,
+)
+from waypost.dns.server import DnsServer
+from waypost.dns.view import CatalogView
+
+log = logging.getLogger("waypost.dns")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `waypost dns` flags."""
+    add_catalog_arguments(parser)
+    g = parser.add_argument_group("dns")
+    g.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT", help="UDP and TCP address to serve")
+    g.add_argument("--domain", default="consul", help="the domain answered from the catalog")
+    g.add_argument("--datacenter", default="dc1", metavar="DC",
+                   help="datacenter name accepted in <service>.service.<dc>.<domain>")
+    g.add_argument("--recursor", action="append", metavar="HOST:PORT", default=[],
+                   help="upstream for names outside the domain (repeatable, tried in order)")
+    g.add_argument("--recurse", action="store_true",
+                   help="forward names outside the domain to resolv.conf's nameservers when no --recursor")
+    g.add_argument("--recursor-timeout", type=float, default=2.0, metavar="SECONDS",
+                   help="time to wait for each upstream before trying the next")
+    g.add_argument("--allow-recursion-from", action="append", metavar="CIDR", default=[],
+                   help="clients allowed to recurse (repeatable; default: "
+                   + ", ".join(DEFAULT_RECURSION_FROM) + ")")
+    g.add_argument("--only-passing", action="store_true", help="drop instances in warning state too")
+    g.add_argument("--service-ttl", action="append", metavar="TTL|NAME=TTL", default=[],
+                   help="TTL of service records: '30' sets the default (0), 'web=5' or 'web*=5' one service")
+    g.add_argument("--node-ttl", default="0", metavar="SECONDS", help="TTL of node and PTR records")
+    g.add_argument("--soa-min-ttl", default="0", metavar="SECONDS", help="negative-caching TTL (SOA minimum)")
+    g.add_argument("--a-record-limit", default="0", metavar="N", help="at most N A/AAAA records per answer (0: all)")
+    g.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="processes sharing the port with SO_REUSEPORT (each follows the catalog)")
+    g.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics")
+    g.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+
+
+def config_from_args(args: argparse.Namespace) -> DnsConfig:
+    """A :class:`DnsConfig` from the flags; bad values raise ConfigError naming the flag."""
+    listen = parse_hostport(args.listen, flag="--listen")
+    ttl, overrides = parse_service_ttls(args.service_ttl)
+    recursors = parse_recursors(args.recursor)
+    if not recursors and args.recurse:
+        recursors = tuple(r for r in resolv_conf_nameservers() if r != listen)
+        if not recursors:
+            raise ConfigError("--recurse: /etc/resolv.conf lists no usable nameserver; give --recursor HOST:PORT")
+    try:
+        limit = int(args.a_record_limit)
+    except ValueError:
+        raise ConfigError(f"--a-record-limit {args.a_record_limit!r}: not a number; write e.g. 3 (0 = all)") from None
+    if limit < 0:
+        raise ConfigError(f"--a-record-limit {limit}: must be 0 (all) or more")
+    if args.workers < 1 or args.workers > 64:
+        raise ConfigError(f"--workers {args.workers}: use 1 to 64")
+    if args.workers > 1 and listen[1] == 0:
+        raise ConfigError("--workers needs a fixed --listen port (port 0 picks a different one per process)")
+    if args.recursor_timeout <= 0:
+        raise ConfigError(f"--recursor-timeout {args.recursor_timeout}: must be more than 0 seconds")
+    allow = parse_cidrs(args.allow_recursion_from) if args.allow_recursion_from else None
+    kwargs = {"allow_recursion_from": allow} if allow is not None else {}
+    return DnsConfig(
+        listen=listen,
+        domain=parse_domain(args.domain),
+        datacenter=parse_domain(args.datacenter, "--datacenter"),
+        only_passing=args.only_passing,
+        service_ttl=ttl,
+        service_ttls=overrides,
+        node_ttl=parse_ttl(args.node_ttl, "--node-ttl"),
+        soa_min_ttl=parse_ttl(args.soa_min_ttl, "--soa-min-ttl"),
+        a_record_limit=limit,
+        recursors=recursors,
+        recursor_timeout=args.recursor_timeout,
+        workers=args.workers,
+        **kwargs,
+    )
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The command line of one extra worker: the same settings, one process, shared port."""
+    argv = [sys.executable, "-m", "waypost", "dns", "--workers", "1", "--reuse-port"]
+    for flag in ("listen", "domain", "datacenter", "recursor_timeout", "node_ttl", "soa_min_ttl",
+                 "a_record_limit", "catalog", "catalog_token", "catalog_ca_file", "log_level", "log_format"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            argv += ["--" + flag.replace("_", "-"), str(value)]
+    for flag in ("recursor", "allow_recursion_from", "service_ttl"):
+        for value in getattr(args, flag, None) or []:
+            argv += ["--" + flag.replace("_", "-"), value]
+    for flag in ("recurse", "only_passing"):
+        if getattr(args, flag, False):
+            argv.append("--" + flag.replace("_", "-"))
+    return argv
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+async def _serve_metrics(server: DnsServer, listen: str):  # type: ignore[no-untyped-def]
+    from aiohttp import web
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    host, port = parse_hostport(listen, flag="--metrics-listen")
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(server.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("dns: metrics on http://%s:%d/metrics", host, port)
+    return runner
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Serve until cancelled."""
+    config = config_from_args(args)
+    client = CatalogClient(catalog_config_from_args(args))
+    view = CatalogView(client, only_passing=config.only_passing)
+    server = DnsServer(config, view, reuse_port=args.reuse_port or config.workers > 1)
+    workers: list[asyncio.subprocess.Process] = []
+    runner = None
+    try:
+        await view.start()
+        await server.start()
+        if args.metrics_listen:
+            runner = await _serve_metrics(server, args.metrics_listen)
+        for _ in range(config.workers - 1):
+            workers.append(await asyncio.create_subprocess_exec(*_worker_argv(args), preexec_fn=_die_with_parent))
+        if workers:
+            log.info("dns: %d worker processes share port %d", len(workers) + 1, server.port)
+        await asyncio.Event().wait()
+        return 0
+    finally:
+        for proc in workers:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        for proc in workers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 5)
+        if runner is not None:
+            await runner.cleanup()
+        await server.stop()
+        await view.stop()
+        await client.close()

@@ -1,0 +1,433 @@
+"""The DNS server: a UDP ``DatagramProtocol`` and a TCP server in front of the answer table.
+
+Fast path (no parser): a standard query with one question and at most an EDNS OPT record whose
+lower-cased name is in the table gets the prebuilt answer with the query's ID, RD bit and question
+bytes copied in. Everything else goes through dnslib (the slow path), which answers the other
+names in the domain, forwards names outside it, and turns bad packets into FORMERR / NOTIMP /
+REFUSED, or drops them when there is no header to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import struct
+
+from dnslib import DNSRecord
+from prometheus_client import CollectorRegistry
+
+from waypost.dns.answers import (
+    CLASS_IN,
+    FORMERR,
+    NOTIMP,
+    OPT,
+    OPT_RR,
+    OPT_RR_DO,
+    PLAIN_LIMIT,
+    REFUSED,
+    SERVFAIL,
+    AnswerTable,
+    Prebuilt,
+)
+from waypost.dns.config import DnsConfig
+from waypost.dns.metrics import DnsCollector, DnsStats, make_registry, stat_key
+from waypost.dns.recursor import Recursor
+from waypost.dns.view import CatalogView
+
+log = logging.getLogger("waypost.dns")
+
+BADVERS = 16
+QD1 = b"\x00\x01\x00\x00\x00\x00"  # qdcount 1, ancount 0, nscount 0
+AR0, AR1 = b"\x00\x00", b"\x00\x01"
+OPT_HEAD = b"\x00\x00\x29"
+XFR = (b"\x00\xfb", b"\x00\xfc")  # IXFR, AXFR: refused by the slow path
+TCP_IDLE = 10.0
+MAX_RECURSIONS = 256  # recursions in flight; beyond that new ones get SERVFAIL at once
+_random = random.random
+
+
+class _Recurse:
+    """Marker returned by the slow path: forward this query upstream."""
+
+    __slots__ = ("question", "edns", "key")
+
+    def __init__(self, question: bytes, edns: tuple[int, bool] | None, key: bytes) -> None:
+        self.question = question
+        self.edns = edns
+        self.key = key
+
+
+def _error(data: bytes, rcode: int, question: bytes = b"", edns: tuple[int, bool] | None = None,
+           ra: bool = False) -> bytes:
+    """A header-only (or header + question) error answer echoing ID, opcode and RD."""
+    b2 = 0x80 | (data[2] & 0x79)  # QR, opcode and RD copied
+    ext = rcode >> 4
+    b3 = (0x80 if ra else 0) | (rcode & 0x0F)
+    opt = b""
+    if edns is not None:
+        opt = b"\x00" + struct.pack("!HHBBHH", OPT, 1232, ext, 0, 0x8000 if edns[1] else 0, 0)
+    counts = struct.pack("!HHHH", 1 if question else 0, 0, 0, 1 if opt else 0)
+    return data[:2] + bytes((b2, b3)) + counts + question + opt
+
+
+def _assemble(data: bytes, pre: Prebuilt, question: bytes, edns: tuple[int, bool] | None, tcp: bool) -> bytes:
+    """Response for a query whose question and EDNS were parsed by the slow path."""
+    rd = data[2] & 1
+    n = len(pre.full)
+    i = int(_random() * n) if n > 1 else 0
+    if edns is None:
+        if tcp:
+            v = pre.full[i]
+            return data[:2] + v[rd] + question + v[4]
+        v2 = pre.plain[i]
+        return data[:2] + v2[rd] + question + v2[2]
+    opt = OPT_RR_DO if edns[1] else OPT_RR
+    if tcp or edns[0] >= pre.need:
+        v = pre.full[i]
+        return data[:2] + v[2 + rd] + question + v[4] + opt
+    cut = pre.truncated(i, len(question), edns[0], opt)
+    return data[:2] + cut[rd] + question + cut[2]
+
+
+class DnsServer:
+    """Serves one :class:`AnswerTable` kept in step with a :class:`CatalogView`, over UDP and TCP.
+
+    ``start()`` binds both sockets on ``config.listen`` (port 0 picks a free port, see ``port``);
+    ``reuse_port`` lets several processes share the port (``--workers``).
+    """
+
+    def __init__(self, config: DnsConfig, view: CatalogView, reuse_port: bool = False) -> None:
+        self.config = config
+        self.view = view
+        self.reuse_port = reuse_port
+        host = config.listen[0]
+        ns_address = "127.0.0.1" if host in ("", "0.0.0.0", "::", "localhost") else host
+        self.recursor = Recursor(config.recursors, config.recursor_timeout, config.allow_recursion_from)
+        self.table = AnswerTable(config, recursion_available=self.recursor.enabled, ns_address=ns_address)
+        self.stats = DnsStats()
+        self.collector = DnsCollector(self.stats, lambda: self.view.stale, lambda: len(self.view.services),
+                                      lambda: len(self.table.names))
+        self.registry: CollectorRegistry = make_registry(self.collector)
+        self._names = self.table.names  # mutated in place, never rebound
+        self._answers = self.stats.answers
+        self.port: int = config.listen[1]
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._ra = self.recursor.enabled
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Build every answer from the view, follow its changes and start listening."""
+        for service in list(self.view.everything):
+            self._on_change(service)
+        self.view.subscribe(self._on_change)
+        loop = asyncio.get_running_loop()
+        host, port = self.config.listen
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        for attempt in range(20):
+            udp_sock = self._bind(family, socket.SOCK_DGRAM, host, port)
+            bound = udp_sock.getsockname()[1]
+            try:
+                tcp_sock = self._bind(family, socket.SOCK_STREAM, host, bound)
+            except OSError:
+                udp_sock.close()
+                if port == 0 and attempt < 19:
+                    continue  # the TCP side of a random UDP port was taken: pick another
+                raise
+            break
+        self.port = bound
+        self._udp, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=udp_sock)
+        self._tcp = await loop.create_server(lambda: _TcpProtocol(self), sock=tcp_sock)
+        log.info("dns: serving %s on %s:%d (udp+tcp)%s", self.config.domain, host, self.port,
+                 f", recursing via {', '.join(f'{h}:{p}' for h, p in self.config.recursors)}"
+                 if self._ra else "")
+
+    def _bind(self, family: int, kind: int, host: str, port: int) -> socket.socket:
+        sock = socket.socket(family, kind)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if kind == socket.SOCK_DGRAM:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            sock.bind((host, port))
+            if kind == socket.SOCK_STREAM:
+                sock.listen(512)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    async def stop(self) -> None:
+        """Stop listening and drop in-flight recursions."""
+        self.view.unsubscribe(self._on_change)
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            self._tcp.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._tcp.wait_closed(), 1.0)
+            self._tcp = None
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _on_change(self, service: str) -> None:
+        self.table.update_service(service, self.view.services.get(service, ()), self.view.everything.get(service, ()))
+
+    # ---- answering ----------------------------------------------------------------------------
+
+    def fast(self, data: bytes, tcp: bool = False) -> bytes | None:
+        """The prebuilt answer for a plain query of a known name, or None for the slow path."""
+        size = len(data)
+        if size < 17 or data[2] & 0xF8 or data[4:10] != QD1:
+            return None
+        ar = data[10:12]
+        edns = False
+        if ar == AR0:
+            qend = size  # the question runs to the end: no need to scan the name
+        elif ar == AR1:
+            # exactly one OPT record with version 0; its options (cookies, ECS…) are ignored
+            if data[-11:-8] == OPT_HEAD and data[-2:] == AR0:
+                qend = size - 11
+            else:
+                qend = data.find(b"\x00", 12) + 5
+                if qend < 17 or size < qend + 11 or data[qend:qend + 3] != OPT_HEAD or (
+                        size != qend + 11 + (data[qend + 9] << 8 | data[qend + 10])):
+                    return None
+            if data[qend + 6]:
+                return None  # EDNS version > 0: BADVERS from the slow path
+            edns = True
+        else:
+            return None
+        name = data[12:qend - 4].lower()
+        entry = self._names.get(name)
+        if entry is None:
+            if name[-1:] != b"\x00":
+                return None
+            entry = self.table.miss(name)  # .addr names, NXDOMAIN in the domain
+            if entry is None:
+                return None
+        tc = data[qend - 4:qend]
+        pre = entry.get(tc)
+        if pre is None:
+            if tc[2:] != CLASS_IN or tc[:2] in XFR:
+                return None
+            pre = entry[None]
+        full = pre.full
+        n = len(full)
+        rd = data[2] & 1
+        if edns:
+            if not tcp and (data[qend + 3] << 8 | data[qend + 4]) < pre.need:
+                return None  # needs cutting to the client's buffer size
+            v = full[int(_random() * n)] if n > 1 else full[0]
+            resp = b"".join((data[:2], v[2 + rd], data[12:qend], v[4],
+                             OPT_RR_DO if data[qend + 7] & 0x80 else OPT_RR))
+        elif tcp:
+            v = full[int(_random() * n)] if n > 1 else full[0]
+            resp = b"".join((data[:2], v[rd], data[12:qend], v[4]))
+        else:
+            plain = pre.plain
+            v2 = plain[int(_random() * n)] if n > 1 else plain[0]
+            resp = b"".join((data[:2], v2[rd], data[12:qend], v2[2]))
+        self._answers[tc, pre.rcode] += 1
+        return resp
+
+    def slow(self, data: bytes, client: str, tcp: bool) -> bytes | _Recurse | None:
+        """Answer anything the fast path didn't: parse with dnslib, or an error, or None (drop)."""
+        events = self.stats.events
+        if len(data) < 12 or data[2] & 0x80:
+            events["dropped"] += 1  # no header to answer, or a response (never answer those)
+            return None
+        opcode = (data[2] >> 3) & 0x0F
+        if opcode != 0:
+            events["notimp"] += 1
+            self.stats.answers[(b"", NOTIMP)] += 1
+            return _error(data, NOTIMP, ra=self._ra)
+        try:
+            record = DNSRecord.parse(data)
+        except Exception:  # dnslib raises several kinds on garbage
+            return self._formerr(data)
+        if len(record.questions) != 1:
+            return self._formerr(data)
+        opts = [r for r in record.ar if r.rtype == OPT]
+        if len(opts) > 1:
+            return self._formerr(data)
+        q = record.questions[0]
+        try:
+            labels = [bytes(lbl) for lbl in q.qname.label]
+            name = b"".join(bytes((len(lbl),)) + lbl for lbl in labels) + b"\x00"
+            question = name + struct.pack("!HH", q.qtype, q.qclass)
+        except Exception:
+            return self._formerr(data)
+        if len(name) > 255 or any(len(lbl) > 63 or not lbl for lbl in labels):
+            return self._formerr(data)
+        edns: tuple[int, bool] | None = None
+        if opts:
+            opt = opts[0]
+            if (opt.ttl >> 16) & 0xFF:
+                events["badvers"] += 1
+                self.stats.answers[(stat_key(q.qtype), BADVERS)] += 1
+                return _error(data, BADVERS, question, (PLAIN_LIMIT, False), ra=self._ra)
+            edns = (max(PLAIN_LIMIT, opt.rclass), bool(opt.ttl & 0x8000))
+        key = stat_key(q.qtype)
+        if q.qclass not in (1, 255):
+            self.stats.answers[(key, REFUSED)] += 1
+            return _error(data, REFUSED, question, edns, ra=self._ra)
+        if q.qtype in (251, 252):  # IXFR, AXFR: no zone transfers
+            self.stats.answers[(key, REFUSED)] += 1
+            return _error(data, REFUSED, question, edns, ra=self._ra)
+        pre = self.table.lookup(name.lower(), q.qtype)
+        if pre is None:
+            return _Recurse(question, edns, key)
+        self.stats.answers[(key, pre.rcode)] += 1
+        resp = _assemble(data, pre, question, edns, tcp)
+        if resp[2] & 0x02:
+            events["truncated"] += 1
+        return resp
+
+    def _formerr(self, data: bytes) -> bytes:
+        self.stats.events["formerr"] += 1
+        self.stats.answers[(b"", FORMERR)] += 1
+        return _error(data, FORMERR, ra=self._ra)
+
+    def answer_now(self, data: bytes, client: str, tcp: bool) -> bytes | _Recurse | None:
+        """Fast path, then slow path; never raises (an internal error answers SERVFAIL)."""
+        try:
+            resp = self.fast(data, tcp)
+            if resp is not None:
+                return resp
+            return self.slow(data, client, tcp)
+        except Exception:
+            log.exception("dns: failed to answer a %d-byte query from %s", len(data), client)
+            self.stats.events["internal_error"] += 1
+            if len(data) >= 12 and not data[2] & 0x80:
+                return _error(data, SERVFAIL, ra=self._ra)
+            return None
+
+    def recurse(self, data: bytes, client: str, tcp: bool, job: _Recurse, send) -> None:  # type: ignore[no-untyped-def]
+        """Answer a name outside the domain: forward it (allowed clients) or REFUSED."""
+        if not self.recursor.enabled or not self.recursor.allowed(client):
+            self.stats.events["recursion_refused"] += 1
+            self.stats.answers[(job.key, REFUSED)] += 1
+            send(_error(data, REFUSED, job.question, job.edns, ra=False))
+            return
+        if len(self._tasks) >= MAX_RECURSIONS:
+            self.stats.events["recursion_overload"] += 1
+            send(_error(data, SERVFAIL, job.question, job.edns, ra=True))
+            return
+        task = asyncio.get_running_loop().create_task(self._recurse(data, tcp, job, send))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _recurse(self, data: bytes, tcp: bool, job: _Recurse, send) -> None:  # type: ignore[no-untyped-def]
+        answer = await self.recursor.forward(data, tcp)
+        if answer is None:
+            self.stats.events["recursion_failed"] += 1
+            self.stats.answers[(job.key, SERVFAIL)] += 1
+            answer = _error(data, SERVFAIL, job.question, job.edns, ra=True)
+        else:
+            self.stats.events["recursion_forwarded"] += 1
+            self.stats.answers[(job.key, answer[3] & 0x0F)] += 1
+        with contextlib.suppress(Exception):
+            send(answer)
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
+        self.fast = server.fast
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        try:
+            resp = self.fast(data)
+        except Exception:
+            resp = None
+        if resp is not None:
+            self.transport.sendto(resp, addr)  # type: ignore[union-attr]
+            return
+        result = self.server.answer_now(data, addr[0], False)
+        if result is None:
+            return
+        if isinstance(result, _Recurse):
+            transport = self.transport
+            self.server.recurse(data, addr[0], False, result, lambda b: transport.sendto(b, addr))
+        else:
+            self.transport.sendto(result, addr)  # type: ignore[union-attr]
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a client that went away: nothing to do
+        log.debug("dns udp: %r", exc)
+
+
+class _TcpProtocol(asyncio.Protocol):
+    """Length-prefixed queries, pipelined; answers may come back out of order (RFC 7766)."""
+
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.client = ""
+        self._idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client = peer[0] if peer else ""
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = asyncio.get_running_loop().call_later(TCP_IDLE, self._timeout)
+
+    def _timeout(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self.transport = None
+
+    def _send(self, answer: bytes) -> None:
+        if len(answer) > 0xFFFF:
+            log.warning("dns tcp: a %d-byte answer does not fit a TCP message; lower --a-record-limit", len(answer))
+            return
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(struct.pack("!H", len(answer)) + answer)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._arm()
+        while len(self.buffer) >= 2:
+            length = self.buffer[0] << 8 | self.buffer[1]
+            if len(self.buffer) < 2 + length:
+                break
+            message = bytes(self.buffer[2:2 + length])
+            del self.buffer[:2 + length]
+            result = self.server.answer_now(message, self.client, True)
+            if result is None:
+                if length < 12:  # no header: nothing sensible can follow on this stream
+                    self._timeout()
+                    return
+                continue
+            if isinstance(result, _Recurse):
+                self.server.recurse(message, self.client, True, result, self._send)
+            else:
+                self._send(result)

@@ -1,0 +1,1 @@
+"""DNS tests (the package is waypost.dns; `dns` itself is dnspython here)."""

@@ -1,0 +1,26 @@
+"""DNS test fixtures: a server fed through ``CatalogView.apply`` and dnspython query helpers.
+
+(dnspython is imported with the repository root hidden by tests/conftest.py.)
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.dns.helpers import start_dns  # noqa: E402
+
+
+@pytest.fixture
+async def make_dns():
+    """Factory: ``await make_dns(view=None, **DnsConfig fields)`` → a started DnsServer on a free port."""
+    started = []
+
+    async def factory(view=None, **fields):
+        server = await start_dns(view=view, **fields)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        await server.stop()
+        await server.view.stop()
