@@ -87,16 +87,26 @@ class ServiceFeed:
 
     async def _follow(self, key: tuple[str, str | None]) -> None:
         service, tag = key
-        async for instances in self.catalog.watch(service, tag, passing_only=True):
-            self._latest[key] = instances
-            for callback in list(self._subs.get(key, ())):
-                try:
-                    callback(instances)
-                except Exception:  # one route's bug must not starve the others
-                    log.exception("route update for %s failed", service)
-            event = self._changed.get(key)
-            if event is not None:
-                event.set()
+        while True:
+            try:
+                async for instances in self.catalog.watch(service, tag, passing_only=True):
+                    self._publish(key, instances)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the watch handles catalog errors itself; this guards against bugs
+                log.exception("catalog watch of %s failed; restarting it in 1s", service)
+            await asyncio.sleep(1.0)
+
+    def _publish(self, key: tuple[str, str | None], instances: list[Instance]) -> None:
+        self._latest[key] = instances
+        for callback in list(self._subs.get(key, ())):
+            try:
+                callback(instances)
+            except Exception:  # one route's bug must not starve the others
+                log.exception("route update for %s failed", key[0])
+        event = self._changed.get(key)
+        if event is not None:
+            event.set()
 
     async def close(self) -> None:
         tasks = list(self._tasks.values())
@@ -263,17 +273,15 @@ class Injector:
                  ", ".join(f"{s.name}→{s.service}@{att.addresses[s.name]}" for s in specs) or "no routes")
 
     async def _open_when_port_known(self, att: Attachment, spec: ConnectSpec) -> None:
-        port = await self._port_of(spec)
-        if self.attached.get(att.container_id) is att:
-            await self._open_route(att, spec, port)
-
-    async def _port_of(self, spec: ConnectSpec) -> int:
-        noop: Subscriber = lambda _instances: None  # noqa: E731 - keeps the watch alive meanwhile
-        self.feed.subscribe(spec.service, spec.tag, noop)
+        """Open the route once the service's registered port is known (keeping its watch alive)."""
+        placeholder: Subscriber = lambda _instances: None  # noqa: E731
+        self.feed.subscribe(spec.service, spec.tag, placeholder)
         try:
-            return await self.feed.first_port(spec.service, spec.tag)
+            port = await self.feed.first_port(spec.service, spec.tag)
+            if self.attached.get(att.container_id) is att:
+                await self._open_route(att, spec, port)
         finally:
-            self.feed.unsubscribe(spec.service, spec.tag, noop)
+            self.feed.unsubscribe(spec.service, spec.tag, placeholder)
 
     async def _open_route(self, att: Attachment, spec: ConnectSpec, port: int) -> None:
         assert self._binder is not None
@@ -305,6 +313,11 @@ class Injector:
         log.info("container %s: ambassador detached", att.name)
 
     # ---- views -------------------------------------------------------------------------------
+
+    @property
+    def routes(self) -> list[Route]:
+        """Every injected route (the shape the ambassador's metrics collector reads)."""
+        return [route for att in self.attached.values() for _, route, _ in att.routes]
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Per attached container: its routes with backends and connection counts."""

@@ -27,11 +27,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from waypost.registrator import Registrator, RegistratorOptions  # noqa: E402
-
 from tests import dockerkit as dk  # noqa: E402
 from waypost.catalog import CatalogClient  # noqa: E402
 from waypost.config import CatalogConfig  # noqa: E402
+from waypost.registrator import Registrator, RegistratorOptions  # noqa: E402
 from waypost.server.app import CatalogServer  # noqa: E402
 
 SERVICE = "benchsvc"

@@ -24,7 +24,9 @@ log = logging.getLogger("waypost")
 
 # subcommand → (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("waypost.up", "everything on one Docker host: catalog, registrator, DNS, ambassador injection"),
     "catalog": ("waypost.server.cli", "run the embedded Consul-compatible catalog"),
+    "ambassador": ("waypost.ambassador.cli", "TCP load balancer: sidecar routes, or --inject into labelled containers"),
     "dns": ("waypost.dns.cli", "serve Consul-style DNS names from the catalog"),
     "registrator": ("waypost.registrator.cli", "register this Docker host's containers in the catalog"),
 }

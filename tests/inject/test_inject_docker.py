@@ -19,8 +19,8 @@ def service_name() -> str:
     return f"web-{uuid.uuid4().hex[:8]}"
 
 
-async def start_backend(image: str, service: str) -> Any:
-    return await asyncio.to_thread(docker_run, __import__("tests.dockerkit").dockerkit.client(), image, BACKEND_CMD,
+async def start_backend(docker_client: Any, image: str, service: str) -> Any:
+    return await asyncio.to_thread(docker_run, docker_client, image, BACKEND_CMD,
                                    environment={"SERVICE_NAME": service}, ports={"8080/tcp": None})
 
 
@@ -72,14 +72,14 @@ def hosts_lines(container: Any, name: str) -> list[str]:
 
 async def test_client_reaches_backend_by_name_and_follows_scaling(injector, busybox_image, docker_client) -> None:
     svc = service_name()
-    b1 = await start_backend(busybox_image, svc)
+    b1 = await start_backend(docker_client, busybox_image, svc)
     client = await start_client(docker_client, busybox_image, f"web:8080@{svc}")
     first = await eventually(lambda: fetch(client), what="first answer through the injected ambassador")
     assert first == b1.id[:12]
     assert hosts_lines(client, "web") == [hosts_lines(client, "web")[0]]
     assert hosts_lines(client, "web")[0].startswith("127.127.")
 
-    b2 = await start_backend(busybox_image, svc)
+    b2 = await start_backend(docker_client, busybox_image, svc)
     both = {b1.id[:12], b2.id[:12]}
     await eventually(lambda: _all_seen(client, both), what="traffic spread over both backends")
 
@@ -101,20 +101,20 @@ async def test_port_from_catalog_and_no_backends_then_one(injector, busybox_imag
     client = await start_client(docker_client, busybox_image, f"web@{svc}")
     await eventually(lambda: asyncio.sleep(0, result=bool(hosts_lines(client, "web"))), what="hosts line")
     assert await fetch(client, timeout=1) is None  # nothing registered yet: nothing listens
-    backend = await start_backend(busybox_image, svc)
+    backend = await start_backend(docker_client, busybox_image, svc)
     assert await eventually(lambda: fetch(client), what="answer once a backend exists") == backend.id[:12]
     # the only backend dies: a waiting client gets served by the replacement
     await asyncio.to_thread(backend.kill)
     waiting = asyncio.ensure_future(fetch(client, timeout=10))
     await asyncio.sleep(0.5)
-    replacement = await start_backend(busybox_image, svc)
+    replacement = await start_backend(docker_client, busybox_image, svc)
     assert await waiting == replacement.id[:12]
 
 
 async def test_restarts_reattach_and_reuse_hosts_lines(catalog_client, injector, busybox_image,
                                                         docker_client) -> None:
     svc = service_name()
-    backend = await start_backend(busybox_image, svc)
+    backend = await start_backend(docker_client, busybox_image, svc)
     client = await start_client(docker_client, busybox_image, f"web:8080@{svc}")
     await eventually(lambda: fetch(client), what="first answer")
     line = hosts_lines(client, "web")
@@ -140,7 +140,7 @@ async def test_restarts_reattach_and_reuse_hosts_lines(catalog_client, injector,
 
 async def test_two_clients_and_unlabelled_untouched(injector, busybox_image, docker_client) -> None:
     svc = service_name()
-    backend = await start_backend(busybox_image, svc)
+    backend = await start_backend(docker_client, busybox_image, svc)
     c1 = await start_client(docker_client, busybox_image, f"web:8080@{svc}")
     c2 = await start_client(docker_client, busybox_image, f"web:8080@{svc}")
     plain = await start_client(docker_client, busybox_image, None)
@@ -156,7 +156,7 @@ async def test_two_clients_and_unlabelled_untouched(injector, busybox_image, doc
 
 async def test_fifty_labelled_clients(injector, busybox_image, docker_client) -> None:
     svc = service_name()
-    backend = await start_backend(busybox_image, svc)
+    backend = await start_backend(docker_client, busybox_image, svc)
     clients = await asyncio.gather(*(start_client(docker_client, busybox_image, f"web:8080@{svc}")
                                      for _ in range(50)))
     ids = {c.id for c in clients}

@@ -1,0 +1,137 @@
+"""Sidecar ambassador: forward local TCP ports to a service's healthy instances (or static backends).
+
+`waypost ambassador --route LISTEN=SERVICE[#TAG] … [--catalog URL]` follows the catalog live;
+`--route LISTEN=HOST:PORT,HOST:PORT` needs no catalog at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+from typing import Any
+
+from waypost.ambassador.balancer import POLICIES
+from waypost.ambassador.routes import Ambassador, Options, parse_route
+from waypost.config import ConfigError, add_catalog_arguments, catalog_config_from_args, parse_hostport
+
+log = logging.getLogger("waypost.ambassador")
+
+
+def _nonneg_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `waypost ambassador` flags."""
+    parser.add_argument(
+        "--route", action="append", default=[], metavar="LISTEN=TARGET",
+        help="repeatable: LISTEN=SERVICE[#TAG] follows the catalog, LISTEN=HOST:PORT[,HOST:PORT…] is static; "
+        "LISTEN is PORT (on 127.0.0.1), HOST:PORT or [V6]:PORT, e.g. 127.127.0.2:6379=redis")
+    parser.add_argument("--lb", choices=POLICIES, default="p2c",
+                        help="load balancing: power of two choices on open connections (p2c), round-robin, "
+                        "least-conn or random")
+    parser.add_argument("--connect-timeout", type=_nonneg_float, default=2.0, metavar="S",
+                        help="seconds to wait for a backend connect before trying the next")
+    parser.add_argument("--retries", type=int, default=2, metavar="N",
+                        help="other instances to try after a failed connect (never once bytes flowed)")
+    parser.add_argument("--eject-after", type=int, default=3, metavar="N",
+                        help="eject a backend after N consecutive failed connects, for a cool-down that "
+                        "doubles while it keeps failing (0: never)")
+    parser.add_argument("--wait-for-backends", type=_nonneg_float, default=5.0, metavar="S",
+                        help="hold a client this long for a backend to appear, then close it")
+    parser.add_argument("--drain-timeout", type=_nonneg_float, default=None, metavar="S",
+                        help="reset connections to a removed backend after S seconds (default: never)")
+    parser.add_argument("--max-conns", type=int, default=0, metavar="N",
+                        help="refuse client connections beyond N open ones (0: as many as file descriptors allow)")
+    parser.add_argument("--admin", default=None, metavar="ADDR",
+                        help="serve /metrics, /healthz and /v1/routes on HOST:PORT (default: off)")
+    parser.add_argument("--admin-token", default=None, metavar="TOKEN",
+                        help="require 'Authorization: Bearer TOKEN' for /metrics and /v1/routes")
+    add_catalog_arguments(parser)
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    """Options from the parsed flags (ConfigError names the flag)."""
+    return Options(
+        lb=args.lb,
+        connect_timeout=args.connect_timeout,
+        retries=args.retries,
+        eject_after=args.eject_after,
+        wait_for_backends=args.wait_for_backends,
+        drain_timeout=args.drain_timeout,
+        max_conns=args.max_conns,
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Start the routes (and admin), then serve until cancelled."""
+    if not args.route:
+        raise ConfigError("--route: at least one route is needed, e.g. --route 127.0.0.1:6379=redis "
+                          "or --route 6379=10.0.0.5:6379,10.0.0.6:6379")
+    specs = [parse_route(text) for text in args.route]
+    options = options_from_args(args)
+    admin_addr = parse_hostport(args.admin, flag="--admin") if args.admin else None
+    catalog = None
+    if any(s.service for s in specs):
+        from waypost.catalog import CatalogClient
+
+        catalog = CatalogClient(catalog_config_from_args(args))
+    ambassador = Ambassador(specs, catalog, options)
+    admin: Any = None
+    try:
+        await ambassador.start()
+        if admin_addr is not None:
+            from waypost.ambassador.admin import AdminServer  # aiohttp costs ~15 MB: only when asked
+
+            admin = AdminServer(ambassador, admin_addr[0], admin_addr[1], token=args.admin_token)
+            try:
+                await admin.start()
+            except OSError as exc:
+                in_use = " (in use)" if exc.errno == errno.EADDRINUSE else ""
+                raise ConfigError(f"--admin {args.admin!r}: cannot listen: {exc.strerror or exc}{in_use}") from None
+            log.info("admin on %s (/metrics, /healthz, /v1/routes)", admin.url)
+        log.info("ambassador ready: %d route(s), --lb %s, up to %d connections", len(ambassador.routes),
+                 options.lb, ambassador.limiter.limit)
+        await asyncio.Event().wait()
+    finally:
+        if admin is not None:
+            await admin.stop()
+        await ambassador.stop()
+        if catalog is not None:
+            await catalog.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m waypost.ambassador.cli …`: the subcommand on its own (until `waypost` lists it)."""
+    import sys
+
+    from waypost.cli import _run_until_signalled, add_common_arguments, apply_env_defaults, install_uvloop
+    from waypost.logs import setup_logging
+
+    parser = argparse.ArgumentParser(prog="waypost ambassador", description=__doc__.strip().splitlines()[0])
+    add_arguments(parser)
+    add_common_arguments(parser)
+    try:
+        apply_env_defaults(parser)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    args = parser.parse_args(argv)
+    args._module = __name__
+    setup_logging(args.log_level, args.log_format)
+    install_uvloop()
+    try:
+        code = asyncio.run(_run_until_signalled(args))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        code = 2
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""A faithful TCP byte pipe between an accepted client and an upstream backend.
+
+Built on asyncio Protocols (fast under uvloop: each chunk is one ``recv`` and, while the other
+side's buffer is empty, one immediate ``send``). What the pipe preserves:
+
+- backpressure both ways: when one side's write buffer passes its high-water mark, reading from
+  the other side pauses until it drains;
+- half-close: an EOF from one side becomes ``write_eof`` (``shutdown(SHUT_WR)``) on the other, and
+  the pipe closes when both directions are done;
+- resets: when one side fails (ECONNRESET, EPIPE, …) the other is closed with ``SO_LINGER 0``, so
+  its peer sees a reset too rather than a clean end of stream;
+- TCP_NODELAY and keepalive on both sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from waypost.ambassador.balancer import Backend
+
+log = logging.getLogger("waypost.ambassador")
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+WRITE_HIGH_WATER = 512 * 1024
+WRITE_LOW_WATER = 128 * 1024
+KEEPALIVE_IDLE = 60
+
+
+def tune_socket(transport: asyncio.BaseTransport) -> None:
+    """TCP_NODELAY, keepalive and write-buffer limits on a freshly connected transport."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        except OSError:  # not TCP (tests over socketpairs) or already gone
+            pass
+    transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)  # type: ignore[attr-defined]
+
+
+def reset(transport: asyncio.BaseTransport | None) -> None:
+    """Close a transport so that its peer sees a TCP reset (SO_LINGER 0, then abort)."""
+    if transport is None:
+        return
+    _set_linger_reset(transport)  # also right after a graceful close() that is still flushing
+    transport.abort()  # type: ignore[attr-defined]
+
+
+def _set_linger_reset(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass
+
+
+class _Side(asyncio.Protocol):
+    __slots__ = ("transport", "peer", "pipe", "eof", "lost", "early", "_write")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Side | None = None
+        self.pipe: Pipe | None = None
+        self.eof = False
+        self.lost = False
+        self.early: list[bytes] = []  # data that arrived before the two halves were linked
+        self._write: Callable[[bytes], None] | None = None
+
+    def link(self, peer: _Side, pipe: Pipe) -> None:
+        self.peer = peer
+        self.pipe = pipe
+        self._write = peer.transport.write  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self.peer
+        if peer is None:
+            return True  # not linked yet: Pipe() forwards the EOF
+        if peer.lost:
+            return False
+        if peer.eof:  # both directions finished: close (buffered data is flushed first)
+            peer.transport.close()  # type: ignore[union-attr]
+            return False
+        try:
+            peer.transport.write_eof()  # type: ignore[union-attr]
+        except (OSError, RuntimeError):
+            pass
+        return True  # keep our transport open: the other direction still flows
+
+    def pause_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and not peer.lost:
+            peer.transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and not peer.lost and not peer.eof:
+            peer.transport.resume_reading()  # type: ignore[union-attr]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        peer = self.peer
+        if peer is not None and not peer.lost:
+            if exc is not None:
+                reset(peer.transport)
+            else:
+                peer.transport.close()  # type: ignore[union-attr]
+        if self.pipe is not None:
+            self.pipe._side_lost()
+
+
+class ClientSide(_Side):
+    """The accepted connection. Reading is paused until an upstream is linked.
+
+    ``on_accept(side)`` runs from ``connection_made``; it must eventually link the side into a
+    :class:`Pipe`, or :meth:`close` / :meth:`refuse` it.
+    """
+
+    __slots__ = ("on_accept", "backend", "discard")
+
+    def __init__(self, on_accept: Callable[[ClientSide], None]) -> None:
+        super().__init__()
+        self.on_accept = on_accept
+        self.backend: Backend | None = None
+        self.discard = False  # being closed without a backend: drop what the client sends
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.pause_reading()  # type: ignore[attr-defined]
+        tune_socket(transport)
+        self.on_accept(self)
+
+    def data_received(self, data: bytes) -> None:
+        write = self._write
+        if write is None:  # not linked yet (some loops deliver a chunk before the pause)
+            if not self.discard:
+                self.early.append(data)
+            return
+        write(data)
+        self.backend.bytes_up += len(data)  # type: ignore[union-attr]
+
+    def close(self, linger: float = 1.0) -> None:
+        """End an unlinked client cleanly (there is no backend to give it).
+
+        Sends FIN at once, then reads and drops whatever the client sent for up to `linger`
+        seconds before closing: closing a socket with unread data would make the kernel answer
+        with a reset instead of a clean end of stream.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self.discard = True
+        self.early.clear()
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError):
+            transport.close()
+            return
+        transport.resume_reading()
+        asyncio.get_running_loop().call_later(linger, transport.close)
+
+    def eof_received(self) -> bool:
+        if self.discard:
+            return False  # the client finished too: close now
+        return super().eof_received()
+
+    def refuse(self) -> None:
+        """Refuse an unlinked client with a reset (connection limit)."""
+        reset(self.transport)
+
+
+class UpstreamSide(_Side):
+    """The connection to the backend."""
+
+    __slots__ = ("backend",)
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self.backend = backend
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        tune_socket(transport)
+
+    def data_received(self, data: bytes) -> None:
+        write = self._write
+        if write is None:  # the backend spoke before the link (greeting protocols): hold it
+            self.early.append(data)
+            return
+        write(data)
+        self.backend.bytes_down += len(data)
+
+
+class Pipe:
+    """One proxied connection: a client half, an upstream half, and the backend it counts against.
+
+    Construct, register it wherever it is tracked, then call :meth:`start` to link the halves
+    and let bytes flow. ``on_close`` runs once, when both halves are gone.
+    """
+
+    __slots__ = ("client", "upstream", "backend", "on_close", "done")
+
+    def __init__(self, client: ClientSide, upstream: UpstreamSide, backend: Backend,
+                 on_close: Callable[[Pipe], None]) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.backend = backend
+        self.on_close = on_close
+        self.done = False
+
+    def start(self) -> None:
+        """Link the halves, forward anything that arrived early, and resume the client."""
+        client, upstream, backend = self.client, self.upstream, self.backend
+        client.backend = backend
+        client.link(upstream, self)
+        upstream.link(client, self)
+        if client.lost:  # the client left while we were connecting: on_close runs via upstream
+            if upstream.lost:
+                self._side_lost()
+            else:
+                reset(upstream.transport)
+            return
+        for src, dst in ((client, upstream), (upstream, client)):
+            for chunk in src.early:
+                dst.transport.write(chunk)  # type: ignore[union-attr]
+                if src is client:
+                    backend.bytes_up += len(chunk)
+                else:
+                    backend.bytes_down += len(chunk)
+            src.early.clear()
+        if upstream.lost:  # the backend already closed: deliver what it said, then close
+            client.transport.close()  # type: ignore[union-attr]
+            return
+        if upstream.eof:
+            client.transport.write_eof()  # type: ignore[union-attr]
+        client.transport.resume_reading()  # type: ignore[union-attr]
+
+    def _side_lost(self) -> None:
+        if self.done or not (self.client.lost and self.upstream.lost):
+            return
+        self.done = True
+        self.on_close(self)
+
+    def abort(self) -> None:
+        """End both halves with a reset (drain timeout, shutdown)."""
+        reset(self.client.transport)
+        reset(self.upstream.transport)
+
+    def describe(self) -> dict[str, Any]:
+        peer = self.client.transport.get_extra_info("peername") if self.client.transport else None
+        return {"client": str(peer), "backend": self.backend.address}

@@ -1,0 +1,216 @@
+"""Ambassador vs HAProxy vs a direct connection: redis-benchmark (PING, 1 and 50 connections) and iperf3.
+
+Runs, in one go and alternating the order each round: redis-benchmark straight to redis-server,
+through HAProxy (mode tcp, one backend) and through `waypost ambassador` (static route), then the
+same for iperf3 bulk throughput. Prints medians and ratios, and the idle ambassador's RSS.
+
+    python bench/ambassador.py            # 3 rounds
+    python bench/ambassador.py --quick    # 1 short round (< 30 s)
+
+Needs redis-server, redis-benchmark, iperf3 and haproxy (apt-get install -y redis-server iperf3 haproxy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGETS = ("direct", "haproxy", "waypost")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/local/sbin")
+    if not path:
+        sys.exit(f"{name} is not installed; fix: apt-get install -y redis-server redis-tools iperf3 haproxy")
+    return path
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited with code {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"{what} did not listen on {port} within {timeout:g}s")
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def waypost_command() -> list[str]:
+    """`waypost ambassador` when the CLI lists it, else the module's own entry point."""
+    probe = subprocess.run([sys.executable, "-m", "waypost", "ambassador", "--help"], capture_output=True)
+    if probe.returncode == 0:
+        return [sys.executable, "-m", "waypost", "ambassador"]
+    return [sys.executable, "-m", "waypost.ambassador.cli"]
+
+
+def redis_bench(port: int, conns: int, requests: int, test: str) -> tuple[float, float]:
+    out = subprocess.run(
+        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(conns), "-n", str(requests),
+         "-t", test, "--csv"], capture_output=True, text=True, timeout=120)
+    rows = [r for r in csv.reader(io.StringIO(out.stdout)) if r and r[0] != "test"]
+    if not rows:
+        raise RuntimeError(f"redis-benchmark gave no result: {out.stderr.strip() or out.stdout.strip()}")
+    row = rows[0]
+    return float(row[1]), float(row[4])  # rps, p50 ms
+
+
+def iperf(port: int, seconds: float) -> float:
+    out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", f"{seconds:g}", "-J"],
+                         capture_output=True, text=True, timeout=seconds + 30)
+    data = json.loads(out.stdout)
+    if "error" in data:
+        raise RuntimeError(f"iperf3: {data['error']}")
+    return data["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one short round (< 30 s)")
+    parser.add_argument("--rounds", type=int, default=None)
+    args = parser.parse_args()
+    rounds = args.rounds or (1 if args.quick else 3)
+    n1, n50 = (10_000, 50_000) if args.quick else (30_000, 200_000)
+    iperf_s = 1.5 if args.quick else 3.0
+    for name in ("redis-server", "redis-benchmark", "iperf3", "haproxy"):
+        tool(name)
+
+    tmp = Path(tempfile.mkdtemp(prefix="waypost-bench-amb-"))
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(cmd: list[str], log_name: str, **kw) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
+        log = open(tmp / log_name, "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **kw)
+        procs.append(proc)
+        return proc
+
+    try:
+        redis_port, iperf_port = free_port(), free_port()
+        ports = {"direct": (redis_port, iperf_port)}
+        redis = spawn([tool("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                       "--appendonly", "no"], "redis.log")
+        iperf_srv = spawn([tool("iperf3"), "-s", "-B", "127.0.0.1", "-p", str(iperf_port)], "iperf3.log")
+        wait_port(redis_port, redis, "redis-server")
+        wait_port(iperf_port, iperf_srv, "iperf3 -s")
+
+        hr, hi = free_port(), free_port()
+        ports["haproxy"] = (hr, hi)
+        cfg = tmp / "haproxy.cfg"
+        cfg.write_text(f"""global
+    maxconn 9000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1m
+    timeout server 1m
+listen redis
+    bind 127.0.0.1:{hr}
+    server r1 127.0.0.1:{redis_port}
+listen iperf
+    bind 127.0.0.1:{hi}
+    server i1 127.0.0.1:{iperf_port}
+""")
+        haproxy = spawn([tool("haproxy"), "-db", "-f", str(cfg)], "haproxy.log")
+        wr, wi = free_port(), free_port()
+        ports["waypost"] = (wr, wi)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        amb = spawn([*waypost_command(), "--route", f"127.0.0.1:{wr}=127.0.0.1:{redis_port}",
+                     "--route", f"127.0.0.1:{wi}=127.0.0.1:{iperf_port}", "--log-level", "warning"],
+                    "ambassador.log", env=env)
+        wait_port(hr, haproxy, "haproxy")
+        wait_port(wr, amb, "waypost ambassador")
+        wait_port(wi, amb, "waypost ambassador")
+        time.sleep(0.5)
+        idle_rss = rss_kb(amb.pid)
+        haproxy_rss = rss_kb(haproxy.pid)
+
+        results: dict[tuple[str, str], list[float]] = {}
+        proxies = {"haproxy": haproxy, "waypost": amb}
+        cpu_per_req: dict[str, float] = {}  # CPU seconds each proxy spent on the redis runs
+        cpu_reqs: dict[str, int] = {}
+
+        def record(metric: str, target: str, value: float) -> None:
+            results.setdefault((metric, target), []).append(value)
+
+        for rnd in range(rounds):
+            order = TARGETS[rnd % 3:] + TARGETS[: rnd % 3]
+            for test in ("PING_INLINE", "PING_MBULK"):
+                for conns, n in ((1, n1), (50, n50)):
+                    for target in order:
+                        cpu0 = {t: cpu_seconds(p.pid) for t, p in proxies.items()}
+                        rps, p50 = redis_bench(ports[target][0], conns, n, test)
+                        record(f"{test} c={conns} req/s", target, rps)
+                        record(f"{test} c={conns} p50 ms", target, p50)
+                        if target in proxies:
+                            used = cpu_seconds(proxies[target].pid) - cpu0[target]
+                            cpu_per_req[target] = cpu_per_req.get(target, 0.0) + used
+                            cpu_reqs[target] = cpu_reqs.get(target, 0) + n
+            for target in order:
+                record("iperf3 Gbit/s", target, iperf(ports[target][1], iperf_s))
+            print(f"round {rnd + 1}/{rounds} done", file=sys.stderr)
+        busy_rss = rss_kb(amb.pid)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    metrics = list(dict.fromkeys(m for m, _ in results))
+    header = f"{'metric':<24}{'direct':>12}{'haproxy':>12}{'waypost':>12}{'wp/haproxy':>12}{'wp/direct':>11}"
+    print(f"\nambassador benchmark: {rounds} round(s), medians (higher is better except p50)\n")
+    print(header)
+    print("-" * len(header))
+    for metric in metrics:
+        med = {t: statistics.median(results[(metric, t)]) for t in TARGETS}
+        fmt = "{:>12.3f}" if "ms" in metric else ("{:>12.2f}" if "Gbit" in metric else "{:>12.0f}")
+        cells = "".join(fmt.format(med[t]) for t in TARGETS)
+        r_h = med["waypost"] / med["haproxy"] if med["haproxy"] else float("nan")
+        r_d = med["waypost"] / med["direct"] if med["direct"] else float("nan")
+        print(f"{metric:<24}{cells}{r_h:>11.2f}x{r_d:>10.2f}x")
+    us = {t: 1e6 * cpu_per_req[t] / cpu_reqs[t] for t in cpu_per_req}
+    print(f"\nproxy CPU per redis request (all redis runs; less noisy than req/s on a busy machine): "
+          f"haproxy {us['haproxy']:.1f} µs, waypost {us['waypost']:.1f} µs "
+          f"({us['waypost'] / us['haproxy']:.2f}x)")
+    print(f"RSS: waypost ambassador idle {idle_rss / 1024:.1f} MB, after the run {busy_rss / 1024:.1f} MB; "
+          f"haproxy idle {haproxy_rss / 1024:.1f} MB")
+    print("targets: req/s c=50 >= 1.0x haproxy, iperf3 >= 1.2x haproxy, p50 c=1 <= 1.2x haproxy, idle RSS < 30 MB")
+
+
+if __name__ == "__main__":
+    main()
