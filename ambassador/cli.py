@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from waypost.ambassador.balancer import POLICIES
+from waypost.ambassador.connect import LABEL
 from waypost.ambassador.routes import Ambassador, Options, parse_route
 from waypost.config import ConfigError, add_catalog_arguments, catalog_config_from_args, parse_hostport
 
@@ -52,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve /metrics, /healthz and /v1/routes on HOST:PORT (default: off)")
     parser.add_argument("--admin-token", default=None, metavar="TOKEN",
                         help="require 'Authorization: Bearer TOKEN' for /metrics and /v1/routes")
+    inject = parser.add_argument_group("host mode")
+    inject.add_argument("--inject", action="store_true",
+                        help=f"serve ambassadors inside every running container labelled {LABEL}=NAME[:PORT][@SERVICE],… "
+                        "(needs CAP_SYS_ADMIN, the host PID namespace and the Docker socket)")
+    inject.add_argument("--inject-label", default=LABEL, metavar="KEY", help="the label key --inject follows")
+    inject.add_argument("--docker", default=None, metavar="URL",
+                        help="Docker engine URL for --inject (default: $DOCKER_HOST, else the local socket)")
     add_catalog_arguments(parser)
 
 
@@ -70,9 +78,11 @@ def options_from_args(args: argparse.Namespace) -> Options:
 
 async def run(args: argparse.Namespace) -> int:
     """Start the routes (and admin), then serve until cancelled."""
+    if args.inject:
+        return await run_injector(args)
     if not args.route:
         raise ConfigError("--route: at least one route is needed, e.g. --route 127.0.0.1:6379=redis "
-                          "or --route 6379=10.0.0.5:6379,10.0.0.6:6379")
+                          "or --route 6379=10.0.0.5:6379,10.0.0.6:6379 (or --inject for host mode)")
     specs = [parse_route(text) for text in args.route]
     options = options_from_args(args)
     admin_addr = parse_hostport(args.admin, flag="--admin") if args.admin else None
@@ -107,31 +117,23 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m waypost.ambassador.cli …`: the subcommand on its own (until `waypost` lists it)."""
-    import sys
+async def run_injector(args: argparse.Namespace) -> int:
+    """Host mode: attach ambassadors to labelled containers until cancelled; 2 when not permitted."""
+    from waypost.ambassador.inject import Injector
+    from waypost.catalog import CatalogClient
 
-    from waypost.cli import _run_until_signalled, add_common_arguments, apply_env_defaults, install_uvloop
-    from waypost.logs import setup_logging
-
-    parser = argparse.ArgumentParser(prog="waypost ambassador", description=__doc__.strip().splitlines()[0])
-    add_arguments(parser)
-    add_common_arguments(parser)
+    if args.route:
+        raise ConfigError("--route and --inject don't mix: run the sidecar routes in their own process")
+    options = options_from_args(args)
+    options.strict_services = False
+    catalog = CatalogClient(catalog_config_from_args(args))
+    injector = Injector(catalog, options, docker_url=args.docker, label=args.inject_label)
     try:
-        apply_env_defaults(parser)
-    except ConfigError as exc:
-        parser.error(str(exc))
-    args = parser.parse_args(argv)
-    args._module = __name__
-    setup_logging(args.log_level, args.log_format)
-    install_uvloop()
-    try:
-        code = asyncio.run(_run_until_signalled(args))
-    except ConfigError as exc:
-        log.error("%s", exc)
-        code = 2
-    sys.exit(code)
-
-
-if __name__ == "__main__":
-    main()
+        if not await injector.start():
+            return 2  # the reason was logged once, clearly, by start()
+        log.info("injecting ambassadors into containers labelled %s (catalog %s)", args.inject_label, catalog.url)
+        await asyncio.Event().wait()
+        return 0
+    finally:
+        await injector.stop()
+        await catalog.close()

@@ -69,11 +69,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def waypost_command() -> list[str]:
-    """`waypost ambassador` when the CLI lists it, else the module's own entry point."""
-    probe = subprocess.run([sys.executable, "-m", "waypost", "ambassador", "--help"], capture_output=True)
-    if probe.returncode == 0:
-        return [sys.executable, "-m", "waypost", "ambassador"]
-    return [sys.executable, "-m", "waypost.ambassador.cli"]
+    """The `waypost ambassador` command line."""
+    return [sys.executable, "-m", "waypost", "ambassador"]
 
 
 def redis_bench(port: int, conns: int, requests: int, test: str) -> tuple[float, float]:

@@ -108,12 +108,8 @@ def nearest_rank(values: list[float], pct: float) -> float:
 
 
 def sidecar_command() -> list[str]:
-    """`python -m waypost ambassador` once the CLI lists it, else the module's own entry point."""
-    from waypost.cli import SUBCOMMANDS
-
-    if "ambassador" in SUBCOMMANDS:
-        return [sys.executable, "-m", "waypost", "ambassador"]
-    return [sys.executable, "-m", "waypost.ambassador.cli"]
+    """The `waypost ambassador` command line."""
+    return [sys.executable, "-m", "waypost", "ambassador"]
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, proc: subprocess.Popen | None = None,

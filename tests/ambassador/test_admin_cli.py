@@ -79,7 +79,7 @@ async def test_admin_port_in_use_is_a_config_error():
 
 async def _run_cli(*argv: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "waypost.ambassador.cli", *argv,
+        sys.executable, "-m", "waypost", "ambassador", *argv,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -123,7 +123,7 @@ async def test_fd_exhaustion_refuses_new_connections_and_keeps_serving(backends)
         resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "waypost.ambassador.cli", "--route", f"127.0.0.1:{port}=127.0.0.1:{server.port}",
+        sys.executable, "-m", "waypost", "ambassador", "--route", f"127.0.0.1:{port}=127.0.0.1:{server.port}",
         "--max-conns", "1000", stderr=asyncio.subprocess.PIPE, preexec_fn=low_fd_limit)
     held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     turned_away = 0

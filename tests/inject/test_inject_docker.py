@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.dockerkit import run as docker_run
+from tests.tooling import missing
 from waypost.ambassador.inject import Injector
 from waypost.ambassador.routes import Options
 
@@ -165,3 +170,37 @@ async def test_fifty_labelled_clients(injector, busybox_image, docker_client) ->
     sample = clients[::10]
     answers = await asyncio.gather(*(eventually(lambda c=c: fetch(c), what="answer") for c in sample))
     assert answers == [backend.id[:12]] * len(sample)
+
+
+def _ambassador_inject(catalog_url: str, label: str, *prefix: str) -> subprocess.Popen:
+    return subprocess.Popen([*prefix, sys.executable, "-m", "waypost", "ambassador", "--inject", "--catalog",
+                             catalog_url, "--inject-label", label], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+async def test_ambassador_inject_command(catalog_server, registrator, busybox_image, docker_client) -> None:
+    """`waypost ambassador --inject` on its own, following its own label key."""
+    label = f"waypost.test-{uuid.uuid4().hex[:8]}.connect"
+    svc = service_name()
+    backend = await start_backend(docker_client, busybox_image, svc)
+    proc = _ambassador_inject(catalog_server.url, label)
+    try:
+        client = await asyncio.to_thread(docker_run, docker_client, busybox_image, ["sleep", "3600"],
+                                         extra_labels={label: f"web:8080@{svc}"})
+        assert await eventually(lambda: fetch(client), what="answer via the injecting process") == backend.id[:12]
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=15)
+        assert proc.returncode == 0 and "Traceback" not in err
+    finally:
+        proc.kill()
+
+
+def test_inject_without_cap_sys_admin_says_so_once(catalog_server) -> None:
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        missing("setpriv is not installed", "apt-get install -y util-linux")
+    proc = _ambassador_inject("http://127.0.0.1:9", "waypost.connect", setpriv, "--bounding-set", "-sys_admin",
+                              "--inh-caps", "-sys_admin", "--")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert err.count("CAP_SYS_ADMIN") == 1 and "Traceback" not in err

@@ -232,12 +232,8 @@ class Lab:
 
 
 def ambassador_command() -> list[str]:
-    """`python -m waypost ambassador` once the CLI lists it, else the module's own entry point."""
-    from waypost.cli import SUBCOMMANDS
-
-    if "ambassador" in SUBCOMMANDS:
-        return [sys.executable, "-m", "waypost", "ambassador"]
-    return [sys.executable, "-m", "waypost.ambassador.cli"]
+    """The `waypost ambassador` command line."""
+    return [sys.executable, "-m", "waypost", "ambassador"]
 
 
 class NetnsDialer:
