@@ -54,7 +54,7 @@ def check_privileges(pid: int | None = None) -> str | None:
     except FileNotFoundError:
         return f"{target} does not exist: run with the host PID namespace (compose `pid: host`)"
     except PermissionError:
-        return f"cannot open {target}: run as root with CAP_SYS_ADMIN (compose `privileged: true`)"
+        return f"cannot open {target}: run as root with CAP_SYS_ADMIN (compose `cap_add: [SYS_ADMIN]` or `privileged: true`)"
     own = os.open("/proc/self/ns/net", os.O_RDONLY)
     result: list[str | None] = [None]
 

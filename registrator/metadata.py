@@ -25,12 +25,17 @@ Rules (compatible with gliderlabs/registrator, with the differences noted):
 - Ownership (Waypost's addition): Meta ``waypost-node=<node>`` and ``waypost-container=<id>``.
 
 Bad values never stop a registration: each produces one warning naming the container and the
-variable, and the default is used.
+variable, and the default is used. Container-provided strings are data, never commands, and are
+checked before they reach the catalog (limits below): a ``SERVICE_ID`` must be URL-path safe (it
+goes into ``/v1/agent/service/deregister/<id>``), names and tags must be printable and short, and
+a name Consul's DNS cannot serve (anything but letters, digits and ``-``, or over 63 characters) is
+registered with a warning, as Consul itself warns. Values shown in warnings are quoted and cut.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,8 +54,19 @@ PREFIX = "SERVICE_"
 FALSE_WORDS = {"", "0", "false", "no", "off"}
 CHECK_STATUSES = {"passing", "warning", "critical"}
 MAX_META = 64
+MAX_NAME = 255  # service names and tags; DNS labels are at most 63
+MAX_ID = 256
+MAX_TAGS = 64
+MAX_CHECK_PATH = 2048
+MAX_WARNINGS = 20  # per container; the rest are counted in one last warning
+MAX_DURATION = (2**63 - 1) / 1e9  # Go's time.Duration (int64 ns): Consul rejects anything longer
 
-_DURATION = re.compile(r"^(\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))*$")
+_DURATION_PART = r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h)"
+_DURATION = re.compile(rf"^(?:{_DURATION_PART})+$")
+_DURATION_PARTS = re.compile(_DURATION_PART)
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DNS_NAME = re.compile(r"^[A-Za-z0-9-]{1,63}$")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_.:@~+=-]+$")
 _META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
 _TEMPLATE_PATH = re.compile(r"^\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
@@ -100,8 +116,23 @@ class TemplateError(ValueError):
 
 
 def is_duration(text: str) -> bool:
-    """True for a positive Go/Consul duration such as ``10s``, ``1m30s`` or ``500ms``."""
-    return bool(_DURATION.match(text)) and any(c in "123456789" for c in text)
+    """True for a positive Go/Consul duration such as ``10s``, ``1m30s`` or ``500ms`` (ASCII digits,
+    at most Go's ~292 years)."""
+    if not _DURATION.match(text) or not any(c in "123456789" for c in text):
+        return False
+    total = sum(float(n) * _UNITS[u] for n, u in _DURATION_PARTS.findall(text))
+    return math.isfinite(total) and total <= MAX_DURATION
+
+
+def show(value: str, limit: int = 64) -> str:
+    """A container-provided value for a log line: quoted (control characters escaped) and cut."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
+
+
+def _show_key(key: str) -> str:
+    return key if key.isprintable() and len(key) <= 256 else show(key)
 
 
 def split_escaped(text: str) -> list[str]:
@@ -182,10 +213,11 @@ def _collect(config: Mapping[str, Any]) -> dict[str, _Value]:
     for item in config.get("Env") or ():
         key, sep, value = str(item).partition("=")
         if sep and key.startswith(PREFIX) and len(key) > len(PREFIX):
-            found[key] = _Value(value, f"env {key}")
+            found[key] = _Value(value, f"env {_show_key(key)}")
     for key, value in (config.get("Labels") or {}).items():
+        key = str(key)
         if key.startswith(PREFIX) and len(key) > len(PREFIX):
-            found[key] = _Value(str(value), f"label {key}")
+            found[key] = _Value(str(value), f"label {_show_key(key)}")
     return found
 
 
@@ -193,8 +225,8 @@ def _split_key(key: str) -> tuple[int | None, str]:
     """``SERVICE_80_NAME`` → (80, "name"); ``SERVICE_NAME`` → (None, "name")."""
     rest = key[len(PREFIX) :]
     head, sep, tail = rest.partition("_")
-    if sep and tail and head.isdigit():
-        return int(head), tail.lower()
+    if sep and tail and head.isascii() and head.isdigit():
+        return (int(head) if len(head) <= 9 else 10**9), tail.lower()  # 10**9: out of range, no huge int
     return None, rest.lower()
 
 
@@ -245,7 +277,7 @@ def container_ip(container: Mapping[str, Any], network: str, warn: list[str], wh
 
 def _parse_port_key(key: str) -> tuple[int, str] | None:
     number, _, proto = key.partition("/")
-    if not number.isdigit() or not 0 < int(number) <= 65535:
+    if not (number.isascii() and number.isdigit()) or len(number) > 5 or not 0 < int(number) <= 65535:
         return None
     return int(number), (proto or "tcp").lower()
 
@@ -294,8 +326,9 @@ def _ports(
                 continue
             binding = _pick_binding(bindings)
             host_port = str(binding.get("HostPort") or "")
-            if not host_port.isdigit() or not 0 < int(host_port) <= 65535:
-                warn.append(f"{who}: port {key} is published on bad host port {host_port!r}; skipped")
+            if not (host_port.isascii() and host_port.isdigit()) or len(host_port) > 5 \
+                    or not 0 < int(host_port) <= 65535:
+                warn.append(f"{who}: port {key} is published on bad host port {show(host_port)}; skipped")
                 continue
             bound = str(binding.get("HostIp") or "")
             if forced:
@@ -319,7 +352,7 @@ def _duration(meta: dict[str, _Value], key: str, default: str, warn: list[str], 
     if is_duration(text):
         return text
     shown = f"using {default}" if default else "ignored"
-    warn.append(f"{who}: {value.source}={value.value!r} is not a duration like 10s or 1m30s; {shown}")
+    warn.append(f"{who}: {value.source}={show(value.value)} is not a duration like 10s or 1m30s; {shown}")
     return default
 
 
@@ -336,6 +369,10 @@ def _check(meta: dict[str, _Value], sid: str, address: str, port: int, warn: lis
     if text("check_http") or text("check_https"):
         key = "check_http" if text("check_http") else "check_https"
         path = text(key)
+        if len(path) > MAX_CHECK_PATH or not path.isprintable() or " " in path:
+            warn.append(f"{who}: {meta[key].source}={show(path)} is not a URL path (printable, no spaces, at "
+                        f"most {MAX_CHECK_PATH} characters); no check registered")
+            return None
         if not path.startswith("/"):
             path = "/" + path
         kind, url = "http", f"{'http' if key == 'check_http' else 'https'}://{target}{path}"
@@ -351,7 +388,7 @@ def _check(meta: dict[str, _Value], sid: str, address: str, port: int, warn: lis
         return None
     initial = text("check_initial_status").lower()
     if initial and initial not in CHECK_STATUSES:
-        warn.append(f"{who}: {meta['check_initial_status'].source}={initial!r} is not passing, warning or "
+        warn.append(f"{who}: {meta['check_initial_status'].source}={show(initial)} is not passing, warning or "
                     "critical; ignored")
         initial = ""
     skip_verify = text("check_tls_skip_verify").lower() not in FALSE_WORDS
@@ -405,31 +442,79 @@ def _tags(items: list[str] | tuple[str, ...], source: str, container: Mapping[st
         try:
             rendered = render_template(tag, container)
         except TemplateError as exc:
-            warn.append(f"{who}: {source} tag {tag!r}: bad template ({exc}); tag skipped")
+            warn.append(f"{who}: {source} tag {show(tag)}: bad template ({show(str(exc), 120)}); tag skipped")
+            continue
+        if len(rendered) > MAX_NAME or not rendered.isprintable():
+            warn.append(f"{who}: {source} tag {show(rendered)} is not usable (control characters or longer "
+                        f"than {MAX_NAME} characters); tag skipped")
             continue
         if rendered:
             tags.append(rendered)
     return tags
 
 
+def _service_name(value: _Value | None, default: str, warn: list[str], who: str) -> str:
+    """The ``SERVICE_NAME`` if usable, else `default`; a name DNS cannot serve is kept with a warning."""
+    if value is None or not value.value.strip():
+        return default
+    name = value.value.strip()
+    if len(name) > MAX_NAME or not name.isprintable():
+        warn.append(f"{who}: {value.source}={show(name)} is not usable as a service name (control characters "
+                    f"or longer than {MAX_NAME} characters); using {default!r}")
+        return default
+    return name
+
+
+def _dns_warning(name: str, value: _Value | None, warn: list[str], who: str) -> None:
+    if _DNS_NAME.match(name):
+        return
+    where = value.source if value is not None and value.value.strip() == name else "the default name"
+    warn.append(f"{who}: service name {show(name)} ({where}) will not be discoverable via DNS: use letters, "
+                "digits and '-', at most 63 characters (set SERVICE_NAME)")
+
+
+def _service_id(value: _Value | None, default: str, warn: list[str], who: str) -> str:
+    """The ``SERVICE_ID`` if it is safe in a URL path, else `default`."""
+    if value is None or not value.value.strip():
+        return default
+    sid = value.value.strip()
+    if len(sid) > MAX_ID or not _SAFE_ID.match(sid) or set(sid) == {"."}:
+        warn.append(f"{who}: {value.source}={show(sid)} is not usable as a service ID (it goes into catalog URL "
+                    f"paths: use letters, digits and _.:@~+=-, at most {MAX_ID} characters); using {default!r}")
+        return default
+    return sid
+
+
 def _meta(meta: dict[str, _Value], warn: list[str], who: str) -> dict[str, str]:
     result: dict[str, str] = {}
+    over: list[str] = []
     for key in sorted(meta):
         value = meta[key]
         if key in ("name", "id", "tags", "ignore") or key.startswith("check_"):
             continue
         if not _META_KEY.match(key) or key.startswith("consul-") or key.startswith("waypost-"):
-            warn.append(f"{who}: {value.source}: Meta key {key!r} is not allowed (letters, digits, '_' and "
+            warn.append(f"{who}: {value.source}: Meta key {show(key)} is not allowed (letters, digits, '_' and "
                         "'-' only, at most 128, no consul-/waypost- prefix); skipped")
             continue
         if len(value.value) > 512:
             warn.append(f"{who}: {value.source}: value longer than 512 characters; skipped")
             continue
         if len(result) >= MAX_META - 2:
-            warn.append(f"{who}: {value.source}: more than {MAX_META - 2} Meta keys; skipped")
+            over.append(value.source)
             continue
         result[key] = value.value
+    if over:
+        warn.append(f"{who}: more than {MAX_META - 2} SERVICE_ Meta keys (Consul allows {MAX_META} pairs); "
+                    f"{len(over)} skipped: {', '.join(over[:5])}{', …' if len(over) > 5 else ''}")
     return result
+
+
+def _capped(warn: list[str], who: str) -> tuple[str, ...]:
+    unique = tuple(dict.fromkeys(warn))
+    if len(unique) <= MAX_WARNINGS:
+        return unique
+    extra = len(unique) - MAX_WARNINGS + 1
+    return unique[: MAX_WARNINGS - 1] + (f"{who}: … and {extra} more metadata warnings",)
 
 
 def describe(
@@ -457,7 +542,8 @@ def describe(
         if key_port is None:
             continue
         if not 0 < key_port <= 65535:
-            warn.append(f"{who}: {value.source}: port {key_port} is out of range 1-65535; ignored")
+            shown = key_port if key_port < 10**9 else "number"
+            warn.append(f"{who}: {value.source}: port {shown} is out of range 1-65535; ignored")
         elif key_port not in known:
             warn.append(f"{who}: {value.source}: the container neither exposes nor publishes port {key_port}; "
                         "ignored")
@@ -469,9 +555,12 @@ def describe(
         if raw_ip:
             candidate = raw_ip.rsplit("/", 1)[0] if "/" in raw_ip else raw_ip
             try:
-                label_ip = str(ipaddress.ip_address(candidate))
+                parsed = ipaddress.ip_address(candidate)
+                if parsed.is_unspecified:
+                    raise ValueError("unspecified")  # Consul rejects 0.0.0.0 / :: as a service address
+                label_ip = str(parsed)
             except ValueError:
-                warn.append(f"{who}: label {options.use_ip_from_label}={raw_ip!r} is not an IP address; "
+                warn.append(f"{who}: label {options.use_ip_from_label}={show(raw_ip)} is not a usable IP address; "
                             "using the default address")
 
     chosen: list[tuple[_Port, dict[str, _Value], set[str]]] = []
@@ -488,19 +577,20 @@ def describe(
     services: list[ServiceDef] = []
     state = docker_state(container)
     for port, meta, from_port in chosen:
-        service_name = meta["name"].value.strip() if meta.get("name") and meta["name"].value.strip() else ""
-        if not service_name:
-            service_name = default_name
+        service_name = _service_name(meta.get("name"), default_name, warn, who)
         if group and "name" not in from_port:
             service_name = f"{service_name}-{port.number}"
+        _dns_warning(service_name, meta.get("name"), warn, who)
         suffix = "" if port.proto == "tcp" else f":{port.proto}"
-        sid = f"{options.node}:{name}:{port.number}{suffix}"
-        if meta.get("id") and meta["id"].value.strip():
-            sid = meta["id"].value.strip()
+        sid = _service_id(meta.get("id"), f"{options.node}:{name}:{port.number}{suffix}", warn, who)
         tags = _tags(split_escaped(meta["tags"].value), meta["tags"].source, container, warn, who) if "tags" in meta else []
         tags += _tags(options.tags, "--tags", container, warn, who)
         if port.proto != "tcp":
             tags.append(port.proto)
+        tags = list(dict.fromkeys(tags))
+        if len(tags) > MAX_TAGS:
+            warn.append(f"{who}: {len(tags)} tags (SERVICE_TAGS and --tags); only the first {MAX_TAGS} are registered")
+            tags = tags[:MAX_TAGS]
         address = label_ip or port.address
         checks: list[CheckDef] = []
         declared = _check(meta, sid, address, port.port, warn, who)
@@ -522,4 +612,4 @@ def describe(
                 checks=tuple(checks),
             )
         )
-    return ContainerServices(cid, name, tuple(services), tuple(dict.fromkeys(warn)))
+    return ContainerServices(cid, name, tuple(services), _capped(warn, who))

@@ -156,3 +156,11 @@ async def test_token_is_sent() -> None:
         await good.close()
         await bad.close()
         await server.stop()
+
+
+@pytest.mark.parametrize("bad", ["../../kv/pwned", "a/b", "..", ""])
+async def test_ids_that_could_escape_the_url_path_are_refused(client: CatalogClient, bad: str) -> None:
+    with pytest.raises(ValueError, match="catalog URL"):
+        await client.deregister(bad)
+    with pytest.raises(ValueError, match="catalog URL"):
+        await client.update_ttl(bad, "passing")

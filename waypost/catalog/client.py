@@ -84,14 +84,14 @@ class CatalogClient:
     async def deregister(self, service_id: str) -> None:
         """Remove one service instance (and its checks) from the local agent."""
         await self._http.put(
-            CB.boolean(), f"/v1/agent/service/deregister/{service_id}", headers=self._headers()
+            CB.boolean(), f"/v1/agent/service/deregister/{path_segment(service_id)}", headers=self._headers()
         )
 
     async def update_ttl(self, check_id: str, status: str, output: str = "") -> None:
         """Set a TTL check to passing, warning or critical (`/v1/agent/check/update/:id`)."""
         await self._http.put(
             CB.boolean(),
-            f"/v1/agent/check/update/{check_id}",
+            f"/v1/agent/check/update/{path_segment(check_id)}",
             data=json.dumps({"Status": status, "Output": output}),
             headers=self._headers(),
         )
@@ -144,6 +144,14 @@ class CatalogClient:
             return int(idx), data or {}
 
         return Watch("services", fetch, lambda raw: {k: tuple(v or ()) for k, v in raw.items()}, wait=wait)
+
+
+def path_segment(identifier: str) -> str:
+    """An ID safe to put in a URL path (py-consul quotes it but keeps '/', so '../' could escape)."""
+    if not identifier or "/" in identifier or identifier in (".", ".."):
+        raise ValueError(f"ID {identifier!r} can't be used in a catalog URL: it must be non-empty, "
+                         "without '/', and not '.' or '..'")
+    return identifier
 
 
 def instances_from_health(entries: list[dict[str, Any]]) -> list[Instance]:

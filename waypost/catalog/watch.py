@@ -88,7 +88,9 @@ class Watch(Generic[T]):
                     log.warning("watch %s: catalog unreachable (%s); keeping last value, retrying",
                                 self.name, exc.__class__.__name__ + (f": {exc}" if str(exc) else ""))
                 self.reachable = False
-                await asyncio.sleep(backoff * (0.5 + random.random()))
+                # jitter stays under max_backoff: it bounds how long after the catalog returns
+                # a consumer keeps serving last-known data
+                await asyncio.sleep(min(backoff * (0.5 + random.random()), self.max_backoff))
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             backoff = self.min_backoff

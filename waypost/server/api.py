@@ -403,6 +403,8 @@ class Api:
         node = f.str("Node")
         if not node:
             raise bad_request("Must provide node")
+        if "\x00" in node:  # the data dir keys rows by node + NUL + ID
+            raise bad_request("Invalid node name: it contains a NUL character")
         skip = f.bool("SkipNodeUpdate")
         address = f.str("Address")
         existing = self.store.node(node)

@@ -5,6 +5,7 @@ blocking queries and durable commits. The endpoints themselves live in :mod:`way
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import random
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from waypost.server.checks import CheckRunner
 from waypost.server.http_util import (
@@ -33,13 +35,38 @@ from waypost.server.store import PASSING, Change, Store
 
 log = logging.getLogger("waypost.catalog")
 
+
+class _ClientErrorFilter(logging.Filter):
+    """aiohttp logs every unparsable request (junk bytes, bad URLs, bad headers) as an ERROR with a
+    traceback; that is the client's problem, so it becomes one DEBUG line (no log flooding)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = "catalog: refused a malformed request: %s"
+            record.args = (" ".join(str(exc).split())[:300],)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return log.isEnabledFor(logging.DEBUG)
+        return True
+
+
+http_log = logging.getLogger("waypost.catalog.http")
+http_log.addFilter(_ClientErrorFilter())
+
 SERF_CHECK_ID = "serfHealth"
 CONSUL_COMPAT_VERSION = "1.17.0"
 MAX_BODY = 4 * 1024 * 1024
+DURABLE_WAIT = 2.0  # how long a read waits for its index to reach the disk before answering anyway
 READ_HEADERS = {"X-Consul-KnownLeader": "true", "X-Consul-LastContact": "0",
                 "X-Consul-Effective-Consistency": "leader"}
 
 Compute = Callable[[], tuple[int, Any]]
+
+
+def _body_too_large(size: int | None) -> HTTPError:
+    got = f"({size} bytes)" if size else ""
+    return HTTPError(413, f"Request body{got} too large, max size: {MAX_BODY} bytes")
 
 
 class CatalogServer:
@@ -94,13 +121,16 @@ class CatalogServer:
             for key, value in rows.get("meta", []):
                 if key == "node_id":
                     self.store.node_id = str(value)
+            # everything loaded is on disk, whatever the stored index row says
+            self.persister.durable_index = max(self.persister.durable_index, self.store.index)
             log.info("catalog: loaded %d service(s), %d check(s), %d key(s) from %s (index %d)",
                      len(self.store.services), len(self.store.checks), len(self.store.kv),
                      self.persister.path, self.store.index)
         await self.commit(*self.ensure_local_node(), extra=[("meta", "node_id", self.store.node_id)])
         self.checks.reap_interval = self.reap_interval
         self.checks.deregister_min = self.deregister_critical_min
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                                     logger=http_log)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         try:
@@ -161,6 +191,12 @@ class CatalogServer:
         except PersistError as exc:
             raise HTTPError(500, str(exc)) from None
 
+    async def durable(self, index: int) -> None:
+        """Hold a read until `index` is on disk, so a crash cannot take back an index a client saw."""
+        if self.persister is not None and index > self.persister.durable_index:
+            if not await self.persister.wait_durable(index, DURABLE_WAIT):
+                log.warning("catalog: index %d not on disk after %.0f s; answering anyway", index, DURABLE_WAIT)
+
     def _persist_in_background(self, change: Change) -> None:
         """Check-runner results: persisted, but nobody waits for them."""
         if self.persister is None:
@@ -178,13 +214,21 @@ class CatalogServer:
                 token = auth[7:].strip()
         return token
 
-    def _authorized(self, request: web.Request) -> bool:
+    def _denied(self, request: web.Request) -> str | None:
+        """Consul's 403 text when this request lacks the token, else None."""
         if self.token is None or not request.path.startswith("/v1/"):
-            return True
+            return None
         is_write = request.method not in ("GET", "HEAD", "OPTIONS")
         if not is_write and (not self.token_reads or request.path.startswith("/v1/status/")):
-            return True
-        return hmac.compare_digest(self._token_of(request).encode(), self.token.encode())
+            return None
+        given = self._token_of(request)
+        if not given:
+            return "Permission denied"
+        # constant time, and hashing first hides the configured token's length too
+        digest = hashlib.sha256(given.encode("utf-8", "surrogateescape")).digest()
+        if hmac.compare_digest(digest, hashlib.sha256(self.token.encode()).digest()):
+            return None
+        return "ACL not found"
 
     @web.middleware
     async def _middleware(self, request: web.Request,
@@ -192,14 +236,22 @@ class CatalogServer:
         consul_path = request.path.startswith("/v1/")
         try:
             if consul_path:
-                if not self._authorized(request):
-                    raise HTTPError(403, "Permission denied")
+                denied = self._denied(request)
+                if denied:
+                    raise HTTPError(403, denied)
+                length = request.content_length
+                if length is not None and length > MAX_BODY and not request.path.startswith("/v1/kv/"):
+                    raise _body_too_large(length)
                 dc = request.query.get("dc")
                 if dc and dc != self.datacenter and not request.path.startswith(("/v1/agent/", "/v1/status/")):
                     raise HTTPError(500, "No path to datacenter")
             return await handler(request)
         except HTTPError as exc:
             return text_response(exc.status, exc.text)
+        except web.HTTPRequestEntityTooLarge:  # a chunked body grew past MAX_BODY while read
+            if not consul_path:
+                raise
+            return text_response(413, _body_too_large(None).text)
         except web.HTTPMethodNotAllowed as exc:
             if not consul_path:
                 raise
@@ -257,6 +309,7 @@ class CatalogServer:
         min_index, wait = self.wait_params(request)
         idx, result = compute()
         if min_index == 0:
+            await self.durable(idx)
             return idx, result
         keys = tuple(keys)
         deadline = time.monotonic() + wait
@@ -266,6 +319,7 @@ class CatalogServer:
                 break
             await self.store.wait_for_change(keys, remaining)
             idx, result = compute()
+        await self.durable(idx)
         return idx, result
 
     async def blocking_hash(self, request: web.Request, keys: Iterable[str],
@@ -274,6 +328,7 @@ class CatalogServer:
         _, wait = self.wait_params(request)
         want = request.query.get("hash", "")
         digest, result = compute()
+        await self.durable(self.store.index)
         if not want:
             return digest, result
         keys = tuple(keys)
@@ -284,4 +339,5 @@ class CatalogServer:
                 break
             await self.store.wait_for_change(keys, remaining)
             digest, result = compute()
+            await self.durable(self.store.index)
         return digest, result

@@ -44,6 +44,9 @@ async def run(args: argparse.Namespace) -> int:
     from waypost.server.app import CatalogServer
 
     host, port = parse_hostport(args.listen, 8500, flag="--listen")
+    if args.token is not None and not args.token.strip():
+        raise ConfigError("--token is empty (is the variable that should hold it unset?): give the token, "
+                          "or leave --token out to run without one")
     if args.token_reads and not args.token:
         raise ConfigError("--token-reads needs --token TOKEN (the token readers must send)")
     if args.datacenter.strip() == "" or any(c.isspace() for c in args.datacenter):

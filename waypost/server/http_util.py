@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -13,6 +14,12 @@ from aiohttp import web
 DEFAULT_WAIT = 300.0
 MAX_WAIT = 600.0
 JITTER_FRACTION = 16
+# Go's time.Duration is int64 nanoseconds: ParseDuration rejects anything longer (~292 years).
+MAX_DURATION = (2**63 - 1) / 1e9
+# Consul's request bodies nest a handful of levels; deeper input is rejected before it is stored
+# (a stored 900-deep object would break ?pretty answers and slow every read of it).
+MAX_JSON_DEPTH = 64
+_INT64 = 2**63
 
 
 class HTTPError(Exception):
@@ -34,7 +41,9 @@ def not_found(text: str) -> HTTPError:
 
 def text_response(status: int, text: str) -> web.Response:
     """A plain-text answer, the way Consul writes its errors."""
-    return web.Response(status=status, text=text, content_type="text/plain", charset="utf-8")
+    # backslashreplace: an error quoting client input must never fail to encode
+    return web.Response(status=status, body=text.encode("utf-8", "backslashreplace"),
+                        content_type="text/plain", charset="utf-8")
 
 
 def json_response(data: Any, pretty: bool = False, headers: Mapping[str, str] | None = None,
@@ -45,7 +54,7 @@ def json_response(data: Any, pretty: bool = False, headers: Mapping[str, str] | 
                         headers=headers)
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")  # ASCII digits, as Go
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -57,7 +66,10 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"invalid duration {value!r}")
     if isinstance(value, int | float):
-        return float(value) / 1e9  # Consul's JSON decoder takes bare numbers as nanoseconds
+        seconds = float(value) / 1e9  # Consul's JSON decoder takes bare numbers as nanoseconds
+        if not math.isfinite(seconds) or abs(seconds) > MAX_DURATION:
+            raise ValueError(f"invalid duration {value!r} (out of range)")
+        return seconds
     if not isinstance(value, str):
         raise ValueError(f"invalid duration {value!r}")
     text = value.strip()
@@ -79,6 +91,8 @@ def parse_duration(value: Any) -> float:
         pos = m.end()
     if pos == 0:
         raise ValueError(f"invalid duration {value!r}")
+    if not math.isfinite(total) or total > MAX_DURATION:
+        raise ValueError(f"invalid duration {value!r} (longer than Go's maximum of about 292 years)")
     return sign * total
 
 
@@ -125,11 +139,11 @@ def parse_uint(query: Mapping[str, str], name: str, what: str) -> int | None:
     if name not in query:
         return None
     raw = query.get(name, "")
-    try:
-        value = int(raw, 10)
-    except ValueError:
-        raise bad_request(f"Invalid {what}: {raw!r} is not an unsigned integer") from None
-    if value < 0 or value >= 2**64:
+    # ASCII digits only, like Go's strconv.ParseUint (Python's int() also takes " 5", "5_0" and "٥")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:
+        raise bad_request(f"Invalid {what}: {raw!r} is not an unsigned integer")
+    value = int(raw, 10)
+    if value >= 2**64:
         raise bad_request(f"Invalid {what}: {raw!r} is not an unsigned integer")
     return value
 
@@ -167,8 +181,12 @@ class Fields:
         value = self.raw(name)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise self._decode_error(name, "an integer", value)
+        if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
+            raise self._decode_error(name, "an integer", value)
+        if not -_INT64 <= value < _INT64:
+            raise self._decode_error(name, "a 64-bit integer", value)
         return int(value)
 
     def bool(self, name: str, default: bool = False) -> bool:
@@ -221,16 +239,66 @@ class Fields:
             raise self._decode_error(name, "a duration such as \"10s\"", value) from None
 
 
+class _BadJSONValue(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadJSONValue(f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise _BadJSONValue(f"{name} is not JSON (write a number or null)")
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _sanitize(value: Any, depth: int) -> Any:
+    """Enforce MAX_JSON_DEPTH and replace lone UTF-16 surrogates with U+FFFD, as Go's decoder does
+    (a surrogate cannot be encoded as UTF-8, so it would fail every later write of the value)."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list | dict):
+        if depth >= MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, list):
+            return [_sanitize(v, depth + 1) for v in value]
+        return {_sanitize(k, depth): _sanitize(v, depth + 1) for k, v in value.items()}
+    return value
+
+
 def decode_json_body(body: bytes, where: str, allow_empty: bool = False) -> Any:
-    """Decode a request body; 400 ``Request decode failed: …`` naming the problem."""
+    """Decode a request body; 400 ``Request decode failed: …`` naming the problem.
+
+    Like Go's encoding/json: NaN/Infinity and out-of-range numbers are errors, lone surrogates
+    become U+FFFD. Nesting deeper than :data:`MAX_JSON_DEPTH` is refused.
+    """
     if not body.strip():
         if allow_empty:
             return None
         raise bad_request("Request decode failed: EOF (the request body is empty; send a JSON object)")
     try:
-        return json.loads(body)
+        value = json.loads(body, parse_float=_finite_float, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise bad_request("Request decode failed: the body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise bad_request(
             f"Request decode failed: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise bad_request(f"Request decode failed: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except _BadJSONValue as exc:
+        raise bad_request(f"Request decode failed: {exc}") from None
+    except ValueError:  # Python refuses integers with thousands of digits
+        raise bad_request("Request decode failed: a number is out of range (too many digits)") from None
+    nested = body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH
+    if nested or _SURROGATE_ESCAPE.search(body):
+        try:
+            value = _sanitize(value, 0)
+        except (ValueError, RecursionError) as exc:
+            raise bad_request(f"Request decode failed: JSON {exc}") from None
+    return value

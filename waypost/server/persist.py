@@ -5,6 +5,10 @@ and await the returned future; the writer drains everything queued so far into O
 concurrent writes share a commit (group commit). ``synchronous=FULL`` makes each commit durable
 across power loss, not only across a process crash; with WAL the fsync costs well under a millisecond
 on ordinary disks, so the HTTP answer to a write is sent only after its rows are on disk.
+
+Readers see the in-memory state at once, but :meth:`Persister.wait_durable` lets them hold an answer
+until its index is on disk too, so no ``X-Consul-Index`` a client saw can be lost by a crash (the
+index never goes backwards across a restart, as with Consul's raft log).
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ class Persister:
         self._task: asyncio.Task[None] | None = None
         self.transactions = 0
         self.writes = 0
+        self.durable_index = 0  # the highest raft-ish index whose rows are committed
+        self._durable_changed = asyncio.Event()
 
     async def open(self) -> Rows:
         """Open (or create) the database and return every stored row grouped by kind."""
@@ -67,8 +73,31 @@ class Persister:
         rows: Rows = {}
         for kind, key, value in conn.execute("SELECT kind, key, value FROM rows"):
             rows.setdefault(kind, []).append((key, json.loads(value)))
+            if kind == "meta" and key == "index":
+                self.durable_index = int(json.loads(value))
         self._conn = conn
         return rows
+
+    async def wait_durable(self, index: int, timeout: float) -> bool:
+        """Wait until everything up to `index` is committed (or failed); False after `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.durable_index < index and not self._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._durable_changed.wait(), remaining)
+            except TimeoutError:
+                return False
+        return True
+
+    def _advance(self, merged: dict[tuple[str, str], Any]) -> None:
+        index = merged.get(("meta", "index"))
+        if isinstance(index, int) and index > self.durable_index:
+            self.durable_index = index
+        changed, self._durable_changed = self._durable_changed, asyncio.Event()
+        changed.set()
 
     def submit(self, ops: list[tuple[str, str, Any]]) -> asyncio.Future[None]:
         """Queue rows for the next transaction; the future resolves once they are committed."""
@@ -100,7 +129,9 @@ class Persister:
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(error)
+                    self._advance(merged)  # failed for good: readers must not wait for it
                 else:
+                    self._advance(merged)
                     self.transactions += 1
                     self.writes += len(batch)
                     for _, fut in batch:
@@ -130,6 +161,7 @@ class Persister:
         """Commit what is queued, then close the database and stop the writer thread."""
         self._closing = True
         self._wake.set()
+        self._durable_changed.set()
         if self._task is not None:
             try:
                 await self._task

@@ -1,0 +1,8 @@
+"""Fixtures for the fault suite: Docker helpers from tests.dockerkit (the catalog fixtures come from
+tests/conftest.py)."""
+
+from __future__ import annotations
+
+from tests.dockerkit import docker_fixtures
+
+docker_client, busybox_image, docker_cleanup = docker_fixtures()
