@@ -33,22 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--route", action="append", default=[], metavar="LISTEN=TARGET",
         help="repeatable: LISTEN=SERVICE[#TAG] follows the catalog, LISTEN=HOST:PORT[,HOST:PORT…] is static; "
         "LISTEN is PORT (on 127.0.0.1), HOST:PORT or [V6]:PORT, e.g. 127.127.0.2:6379=redis")
-    parser.add_argument("--lb", choices=POLICIES, default="p2c",
-                        help="load balancing: power of two choices on open connections (p2c), round-robin, "
-                        "least-conn or random")
-    parser.add_argument("--connect-timeout", type=_nonneg_float, default=2.0, metavar="S",
-                        help="seconds to wait for a backend connect before trying the next")
-    parser.add_argument("--retries", type=int, default=2, metavar="N",
-                        help="other instances to try after a failed connect (never once bytes flowed)")
-    parser.add_argument("--eject-after", type=int, default=3, metavar="N",
-                        help="eject a backend after N consecutive failed connects, for a cool-down that "
-                        "doubles while it keeps failing (0: never)")
-    parser.add_argument("--wait-for-backends", type=_nonneg_float, default=5.0, metavar="S",
-                        help="hold a client this long for a backend to appear, then close it")
-    parser.add_argument("--drain-timeout", type=_nonneg_float, default=None, metavar="S",
-                        help="reset connections to a removed backend after S seconds (default: never)")
-    parser.add_argument("--max-conns", type=int, default=0, metavar="N",
-                        help="refuse client connections beyond N open ones (0: as many as file descriptors allow)")
+    add_balancer_flags(parser)
     parser.add_argument("--admin", default=None, metavar="ADDR",
                         help="serve /metrics, /healthz and /v1/routes on HOST:PORT (default: off)")
     parser.add_argument("--admin-token", default=None, metavar="TOKEN",
@@ -61,6 +46,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inject.add_argument("--docker", default=None, metavar="URL",
                         help="Docker engine URL for --inject (default: $DOCKER_HOST, else the local socket)")
     add_catalog_arguments(parser)
+
+
+def add_balancer_flags(group: argparse._ActionsContainer) -> None:
+    """Load-balancing and connection flags, shared by the sidecar and `waypost up`'s injector."""
+    group.add_argument("--lb", choices=POLICIES, default="p2c",
+                       help="load balancing: power of two choices on open connections (p2c), round-robin, "
+                       "least-conn or random")
+    group.add_argument("--connect-timeout", type=_nonneg_float, default=2.0, metavar="S",
+                       help="seconds to wait for a backend connect before trying the next")
+    group.add_argument("--retries", type=int, default=2, metavar="N",
+                       help="other instances to try after a failed connect (never once bytes flowed)")
+    group.add_argument("--eject-after", type=int, default=3, metavar="N",
+                       help="eject a backend after N consecutive failed connects, for a cool-down that "
+                       "doubles while it keeps failing (0: never)")
+    group.add_argument("--wait-for-backends", type=_nonneg_float, default=5.0, metavar="S",
+                       help="hold a client this long for a backend to appear, then close it")
+    group.add_argument("--drain-timeout", type=_nonneg_float, default=None, metavar="S",
+                       help="reset connections to a removed backend after S seconds (default: never)")
+    group.add_argument("--max-conns", type=int, default=0, metavar="N",
+                       help="refuse client connections beyond N open ones (0: as many as file descriptors allow)")
 
 
 def options_from_args(args: argparse.Namespace) -> Options:

@@ -44,29 +44,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_catalog_arguments(parser)
     g = parser.add_argument_group("dns")
     g.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT", help="UDP and TCP address to serve")
-    g.add_argument("--domain", default="consul", help="the domain answered from the catalog")
-    g.add_argument("--datacenter", default="dc1", metavar="DC",
-                   help="datacenter name accepted in <service>.service.<dc>.<domain>")
-    g.add_argument("--recursor", action="append", metavar="HOST:PORT", default=[],
-                   help="upstream for names outside the domain (repeatable, tried in order)")
-    g.add_argument("--recurse", action="store_true",
-                   help="forward names outside the domain to resolv.conf's nameservers when no --recursor")
-    g.add_argument("--recursor-timeout", type=float, default=2.0, metavar="SECONDS",
-                   help="time to wait for each upstream before trying the next")
-    g.add_argument("--allow-recursion-from", action="append", metavar="CIDR", default=[],
-                   help="clients allowed to recurse (repeatable; default: "
-                   + ", ".join(DEFAULT_RECURSION_FROM) + ")")
-    g.add_argument("--only-passing", action="store_true", help="drop instances in warning state too")
-    g.add_argument("--service-ttl", action="append", metavar="TTL|NAME=TTL", default=[],
-                   help="TTL of service records: '30' sets the default (0), 'web=5' or 'web*=5' one service")
-    g.add_argument("--node-ttl", default="0", metavar="SECONDS", help="TTL of node and PTR records")
-    g.add_argument("--soa-min-ttl", default="0", metavar="SECONDS", help="negative-caching TTL (SOA minimum)")
-    g.add_argument("--a-record-limit", default="0", metavar="N", help="at most N A/AAAA records per answer (0: all)")
+    add_answer_flags(g)
     g.add_argument("--workers", type=int, default=1, metavar="N",
                    help="processes sharing the port with SO_REUSEPORT (each follows the catalog)")
     g.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics on http://HOST:PORT/metrics")
     g.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+
+
+def add_answer_flags(group: argparse._ActionsContainer) -> None:
+    """What DNS answers and recursion flags, shared with `waypost up` (which owns the listen address)."""
+    group.add_argument("--domain", default="consul", help="the domain answered from the catalog")
+    group.add_argument("--datacenter", default="dc1", metavar="DC",
+                       help="datacenter name accepted in <service>.service.<dc>.<domain>")
+    group.add_argument("--recursor", action="append", metavar="HOST:PORT", default=[],
+                       help="upstream for names outside the domain (repeatable, tried in order)")
+    group.add_argument("--recurse", action="store_true",
+                       help="forward names outside the domain to resolv.conf's nameservers when no --recursor")
+    group.add_argument("--recursor-timeout", type=float, default=2.0, metavar="SECONDS",
+                       help="time to wait for each upstream before trying the next")
+    group.add_argument("--allow-recursion-from", action="append", metavar="CIDR", default=[],
+                       help="clients allowed to recurse (repeatable; default: "
+                       + ", ".join(DEFAULT_RECURSION_FROM) + ")")
+    group.add_argument("--only-passing", action="store_true", help="drop instances in warning state too")
+    group.add_argument("--service-ttl", action="append", metavar="TTL|NAME=TTL", default=[],
+                       help="TTL of service records: '30' sets the default (0), 'web=5' or 'web*=5' one service")
+    group.add_argument("--node-ttl", default="0", metavar="SECONDS", help="TTL of node and PTR records")
+    group.add_argument("--soa-min-ttl", default="0", metavar="SECONDS", help="negative-caching TTL (SOA minimum)")
+    group.add_argument("--a-record-limit", default="0", metavar="N", help="at most N A/AAAA records per answer (0: all)")
 
 
 def config_from_args(args: argparse.Namespace) -> DnsConfig:

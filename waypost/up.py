@@ -20,9 +20,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from waypost.ambassador.admin import AmbassadorCollector
+from waypost.ambassador.cli import add_balancer_flags
+from waypost.ambassador.cli import options_from_args as ambassador_options_from_args
 from waypost.ambassador.connect import LABEL
 from waypost.ambassador.inject import Injector
-from waypost.ambassador.routes import POLICIES, Options
 from waypost.catalog import CatalogClient
 from waypost.config import (
     CatalogConfig,
@@ -32,8 +33,8 @@ from waypost.config import (
     is_loopback,
     parse_hostport,
 )
+from waypost.dns.cli import add_answer_flags
 from waypost.dns.cli import config_from_args as dns_config_from_args
-from waypost.dns.config import DEFAULT_RECURSION_FROM
 from waypost.dns.server import DnsServer
 from waypost.dns.view import CatalogView
 from waypost.docker_events import DockerAPI
@@ -70,31 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_catalog_arguments(parser)
     reg = parser.add_argument_group("registrator")
     add_registrator_flags(reg)
-    d = parser.add_argument_group("dns")
-    d.add_argument("--domain", default="consul", help="the domain answered from the catalog")
-    d.add_argument("--datacenter", default="dc1", metavar="DC", help="datacenter name")
-    d.add_argument("--recursor", action="append", default=[], metavar="HOST:PORT",
-                   help="upstream for names outside the domain (repeatable)")
-    d.add_argument("--recurse", action="store_true",
-                   help="forward other names to resolv.conf's nameservers when no --recursor is given")
-    d.add_argument("--allow-recursion-from", action="append", default=[], metavar="CIDR",
-                   help="clients allowed to recurse (default: " + ", ".join(DEFAULT_RECURSION_FROM) + ")")
-    d.add_argument("--only-passing", action="store_true", help="DNS drops instances in warning state too")
-    d.add_argument("--service-ttl", action="append", default=[], metavar="TTL|NAME=TTL",
-                   help="TTL of service records ('30' default, 'web=5' per service)")
-    d.add_argument("--node-ttl", default="0", metavar="SECONDS", help="TTL of node records")
-    d.add_argument("--soa-min-ttl", default="0", metavar="SECONDS", help="negative-caching TTL")
-    d.add_argument("--a-record-limit", default="0", metavar="N", help="at most N A/AAAA records per answer")
-    a = parser.add_argument_group("injected ambassadors")
-    a.add_argument("--lb", default="p2c", choices=POLICIES, help="load-balancing policy")
-    a.add_argument("--connect-timeout", type=float, default=2.0, metavar="SECONDS", help="backend connect timeout")
-    a.add_argument("--retries", type=int, default=2, metavar="N", help="other backends tried after a failed connect")
-    a.add_argument("--wait-for-backends", type=float, default=5.0, metavar="SECONDS",
-                   help="how long a client is held while a service has no instance")
-    a.add_argument("--drain-timeout", type=float, default=None, metavar="SECONDS",
-                   help="close connections to a removed backend after this long (default: never forcibly)")
-    a.add_argument("--max-conns", type=int, default=0, metavar="N",
-                   help="open client connections at most (0: as the file-descriptor limit allows)")
+    add_answer_flags(parser.add_argument_group("dns"))
+    add_balancer_flags(parser.add_argument_group("injected ambassadors"))
 
 
 async def node_name(args: argparse.Namespace) -> str:
@@ -131,12 +109,10 @@ class Host:
         self.dns_config = None
         if args.dns.lower() != "off":
             ns = argparse.Namespace(**vars(args))
-            ns.listen, ns.workers, ns.recursor_timeout = args.dns, 1, 2.0
+            ns.listen, ns.workers = args.dns, 1
             self.dns_config = dns_config_from_args(ns)
-        self.ambassador_options = Options(lb=args.lb, connect_timeout=args.connect_timeout, retries=args.retries,
-                                          wait_for_backends=args.wait_for_backends,
-                                          drain_timeout=args.drain_timeout, max_conns=args.max_conns,
-                                          strict_services=False)
+        self.ambassador_options = ambassador_options_from_args(args)
+        self.ambassador_options.strict_services = False
         self.client: CatalogClient | None = None
         self.registrator: Registrator | None = None
         self.view: CatalogView | None = None
