@@ -24,21 +24,6 @@ async def server():
         await srv.stop()
 
 
-@pytest.fixture
-async def aio(server):
-    c = consul.aio.Consul(host="127.0.0.1", port=server.port)
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-@pytest.fixture
-async def http():
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def call(http, method, url, **kw):
     async with http.request(method, url, **kw) as resp:
         return resp.status, await resp.text(), resp.headers

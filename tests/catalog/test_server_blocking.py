@@ -24,15 +24,6 @@ async def server():
         await srv.stop()
 
 
-@pytest.fixture
-async def aio(server):
-    c = consul.aio.Consul(host="127.0.0.1", port=server.port)
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
 async def timed(coro):
     start = time.monotonic()
     result = await coro

@@ -25,15 +25,6 @@ async def server():
         await srv.stop()
 
 
-@pytest.fixture
-async def aio(server):
-    c = consul.aio.Consul(host="127.0.0.1", port=server.port)
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
 async def check_of(aio, check_id):
     return (await aio.agent.checks())[check_id]
 
