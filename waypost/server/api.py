@@ -392,17 +392,22 @@ class Api:
 
     # ---- catalog ------------------------------------------------------------------------------
 
-    async def catalog_register(self, request: web.Request) -> web.Response:
+    async def _catalog_body(self, request: web.Request, kind: str) -> tuple[Fields, str]:
+        """The JSON object of a catalog/(de)register request, its datacenter checked, and its node."""
         body = await _json_body(request)
         if not isinstance(body, dict):
-            raise bad_request("Request decode failed: the body must be a JSON object (a RegisterRequest)")
-        f = Fields(body, "RegisterRequest")
+            raise bad_request(f"Request decode failed: the body must be a JSON object (a {kind})")
+        f = Fields(body, kind)
         dc = f.str("Datacenter")
         if dc and dc != self.server.datacenter:
             raise HTTPError(500, "No path to datacenter")
         node = f.str("Node")
         if not node:
             raise bad_request("Must provide node")
+        return f, node
+
+    async def catalog_register(self, request: web.Request) -> web.Response:
+        f, node = await self._catalog_body(request, "RegisterRequest")
         if "\x00" in node:  # the data dir keys rows by node + NUL + ID
             raise bad_request("Invalid node name: it contains a NUL character")
         skip = f.bool("SkipNodeUpdate")
@@ -434,16 +439,7 @@ class Api:
         return self.server.reply(request, True)
 
     async def catalog_deregister(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
-        if not isinstance(body, dict):
-            raise bad_request("Request decode failed: the body must be a JSON object (a DeregisterRequest)")
-        f = Fields(body, "DeregisterRequest")
-        dc = f.str("Datacenter")
-        if dc and dc != self.server.datacenter:
-            raise HTTPError(500, "No path to datacenter")
-        node = f.str("Node")
-        if not node:
-            raise bad_request("Must provide node")
+        f, node = await self._catalog_body(request, "DeregisterRequest")
         if f.str("ServiceID"):
             change = self.store.deregister_service(node, f.str("ServiceID"))
         elif f.str("CheckID"):
