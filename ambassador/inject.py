@@ -247,22 +247,32 @@ class Injector:
         for warning in warnings:
             log.warning("container %s: %s", name, warning)
         hosts_path = info.get("HostsPath") or ""
-        if not hosts_path or not os.path.exists(hosts_path):
+        user_file = _user_hosts_mount(info)
+        if user_file is not None:
+            # `-v FILE:/etc/hosts`: Docker then reports FILE as HostsPath. It is the user's file (maybe
+            # the host's own /etc/hosts, maybe mounted read-only): never ours to edit.
+            hosts_path = ""
+            log.warning("container %s: its /etc/hosts is mounted from %s (-v …:/etc/hosts), which waypost "
+                        "leaves alone; names won't resolve, the apps must dial the 127.127.x.y addresses",
+                        name, user_file)
+        elif not hosts_path or not os.path.exists(hosts_path):
             hosts_path = f"/proc/{pid}/root/etc/hosts"
         att = Attachment(cid, name, pid, label, hosts_path)
         self.attached[cid] = att
-        try:
-            text = await asyncio.to_thread(_read_text, hosts_path)
-        except OSError as exc:
-            log.warning("container %s: cannot read its hosts file %s (%s); names won't resolve, "
-                        "the apps must dial the 127.127.x.y addresses", name, hosts_path, exc.strerror)
-            text = ""
+        text = ""
+        if hosts_path:
+            try:
+                text = await asyncio.to_thread(_read_text, hosts_path)
+            except OSError as exc:
+                log.warning("container %s: cannot read its hosts file %s (%s); names won't resolve, "
+                            "the apps must dial the 127.127.x.y addresses", name, hosts_path, exc.strerror)
         att.addresses = allocate([s.name for s in specs], read_waypost_lines(text))
-        try:
-            await asyncio.to_thread(update_file, hosts_path, att.addresses)
-        except OSError as exc:
-            log.warning("container %s: cannot write its hosts file %s (%s); names won't resolve, "
-                        "the apps must dial the 127.127.x.y addresses", name, hosts_path, exc.strerror)
+        if hosts_path:
+            try:
+                await asyncio.to_thread(update_file, hosts_path, att.addresses)
+            except OSError as exc:
+                log.warning("container %s: cannot write its hosts file %s (%s); names won't resolve, "
+                            "the apps must dial the 127.127.x.y addresses", name, hosts_path, exc.strerror)
         for spec in specs:
             if spec.port is not None:
                 await self._open_route(att, spec, spec.port)
@@ -330,6 +340,14 @@ class Injector:
                 routes.append(snap)
             out.append({"client": att.name, "container": att.container_id[:12], "routes": routes})
         return out
+
+
+def _user_hosts_mount(info: dict[str, Any]) -> str | None:
+    """The source of a user mount over the container's /etc/hosts (``-v FILE:/etc/hosts``), if any."""
+    for mount in info.get("Mounts") or ():
+        if isinstance(mount, dict) and str(mount.get("Destination") or "").rstrip("/") == "/etc/hosts":
+            return str(mount.get("Source") or mount.get("Name") or "a volume")
+    return None
 
 
 def _read_text(path: str) -> str:

@@ -168,6 +168,20 @@ def wait_for_engine(timeout: float = 60.0) -> None:
     raise TimeoutError(f"docker engine did not answer within {timeout}s ({last})")
 
 
+def _exited(pid: int) -> bool:
+    """True once `pid` is gone or a zombie (reaped here when it is our own child)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:
+        pass  # not our child
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def restart_dockerd(down_for: float = 0.0, timeout: float = 60.0) -> float:
     """Restart the local dockerd the way this machine starts it; returns seconds it was unreachable.
 
@@ -184,9 +198,7 @@ def restart_dockerd(down_for: float = 0.0, timeout: float = 60.0) -> float:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _exited(pid):
             break
         time.sleep(0.1)
     else:
@@ -194,8 +206,10 @@ def restart_dockerd(down_for: float = 0.0, timeout: float = 60.0) -> float:
     if down_for:
         time.sleep(down_for)
     with open(DOCKERD_LOG, "ab") as log:
-        subprocess.Popen(argv or ["dockerd"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         start_new_session=True)
+        # double fork: the new engine is not our child, so it never lingers as our zombie (which
+        # would look alive to the next restart's os.kill(pid, 0)) and outlives this process
+        subprocess.run(["sh", "-c", 'exec "$@" </dev/null &', "dockerd", *(argv or ["dockerd"])],
+                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True, check=True)
     wait_for_engine(timeout)
     return time.monotonic() - started
 

@@ -40,10 +40,11 @@ class DockerEvent:
 def make_client(docker_url: str | None = None, timeout: float = 30.0) -> docker.APIClient:
     """A low-level docker client for `docker_url`, else ``DOCKER_HOST`` / the default socket."""
     if docker_url:
-        return docker.APIClient(base_url=docker_url, version="auto", timeout=timeout)
+        return docker.APIClient(base_url=docker_url, version="auto", timeout=timeout, num_pools=1)
     kwargs = docker.utils.kwargs_from_env()
     kwargs.setdefault("version", "auto")
-    return docker.APIClient(timeout=timeout, **kwargs)
+    # docker-py's unix-socket adapter keys pools by URL: one pool keeps idle connections bounded
+    return docker.APIClient(timeout=timeout, num_pools=1, **kwargs)
 
 
 def parse_event(raw: dict[str, Any]) -> DockerEvent | None:
