@@ -164,3 +164,52 @@ async def test_ids_that_could_escape_the_url_path_are_refused(client: CatalogCli
         await client.deregister(bad)
     with pytest.raises(ValueError, match="catalog URL"):
         await client.update_ttl(bad, "passing")
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    """A throwaway CA and a server certificate for 127.0.0.1 it signed (openssl)."""
+    import shutil
+    import subprocess
+
+    from tests.tooling import missing
+
+    if shutil.which("openssl") is None:
+        missing("openssl is not installed", "apt-get install -y openssl")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=waypost test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "1", "-extfile", "san.ext")
+    return tmp_path
+
+
+async def test_https_with_ca_file_and_token(tls_files) -> None:
+    """The same client code over https (verified against a CA file) with an ACL token."""
+    from waypost.server.cli import tls_context
+
+    context = tls_context(str(tls_files / "server.pem"), str(tls_files / "server.key"))
+    server = CatalogServer(port=0, token="t0ken", ssl_context=context)
+    await server.start()
+    assert server.url.startswith("https://127.0.0.1:")
+    good = CatalogClient(CatalogConfig.from_url(server.url, token="t0ken", ca_file=str(tls_files / "ca.pem")))
+    untrusting = CatalogClient(CatalogConfig.from_url(server.url, token="t0ken"))  # system CAs only
+    try:
+        await good.register(ServiceDef(id="tls-1", name="tls", address="10.0.0.1", port=443))
+        [inst] = await good.instances("tls")
+        assert inst.port == 443
+        watch = good.watch("tls", wait="2s").__aiter__()
+        assert [i.id for i in await next_value(watch)] == ["tls-1"]
+        await watch.aclose()
+        with pytest.raises(OSError):  # aiohttp's certificate error is an OSError
+            await untrusting.local_services()
+    finally:
+        await good.close()
+        await untrusting.close()
+        await server.stop()

@@ -10,6 +10,7 @@ import hmac
 import logging
 import random
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -82,8 +83,9 @@ class CatalogServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8500, data_dir: str | None = None,
                  token: str | None = None, node_name: str | None = None, datacenter: str = "dc1",
-                 node_address: str = "127.0.0.1") -> None:
+                 node_address: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
+        self.ssl_context = ssl_context
         self.port = port
         self.data_dir = data_dir
         self.token = token or None
@@ -109,7 +111,8 @@ class CatalogServer:
             host = "127.0.0.1"
         elif host == "::":
             host = "::1"
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://[{host}]:{self.port}" if ":" in host else f"{scheme}://{host}:{self.port}"
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -132,7 +135,7 @@ class CatalogServer:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
                                      logger=http_log)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
         try:
             await site.start()
         except OSError as exc:

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import socket
+import ssl
 
 from waypost.config import ConfigError, is_loopback, parse_hostport
 
@@ -29,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node", metavar="NAME", default=None,
                         help="this agent's node name; the host's name when unset")
     parser.add_argument("--datacenter", metavar="DC", default="dc1", help="datacenter name")
+    parser.add_argument("--tls-cert", metavar="FILE", default=None,
+                        help="serve HTTPS with this certificate chain (PEM); needs --tls-key")
+    parser.add_argument("--tls-key", metavar="FILE", default=None, help="the private key of --tls-cert (PEM)")
     parser.add_argument("--advertise", metavar="IP", default=None,
                         help="this node's address in the catalog; the listen host (127.0.0.1 for a wildcard) when unset")
 
@@ -37,6 +41,20 @@ def _advertise_default(host: str) -> str:
     if host in ("", "0.0.0.0", "::", "localhost"):
         return "127.0.0.1"
     return host
+
+
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """A server TLS context from --tls-cert/--tls-key (None for plain HTTP)."""
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise ConfigError("--tls-cert and --tls-key go together: give both PEM files, or neither for plain HTTP")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--tls-cert {cert!r} / --tls-key {key!r}: cannot load them ({exc})") from None
+    return context
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -52,8 +70,9 @@ async def run(args: argparse.Namespace) -> int:
     if args.datacenter.strip() == "" or any(c.isspace() for c in args.datacenter):
         raise ConfigError(f"--datacenter {args.datacenter!r}: use a name without spaces, e.g. dc1")
     node = args.node or socket.gethostname() or "waypost"
+    ssl_context = tls_context(args.tls_cert, args.tls_key)
     server = CatalogServer(host=host, port=port, data_dir=args.data_dir, token=args.token, node_name=node,
-                           datacenter=args.datacenter, node_address=args.advertise or _advertise_default(host))
+                           datacenter=args.datacenter, node_address=args.advertise or _advertise_default(host), ssl_context=ssl_context)
     server.token_reads = bool(args.token_reads)
     try:
         await server.start()
