@@ -94,8 +94,13 @@ class HelpFormatter(argparse.HelpFormatter):
         return text + " (default: %(default)s)"
 
 
-def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
-    """The whole command tree, with environment defaults applied."""
+def build_parser(environ: dict[str, str] | None = None, only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command tree, with environment defaults applied.
+
+    With `only`, just that subcommand's module is imported and given its flags (the others are
+    listed by name): a sidecar ambassador then doesn't pay for the catalog server, DNS and Docker
+    SDK imports in memory.
+    """
     parser = argparse.ArgumentParser(
         prog="waypost",
         description="Service discovery and routing for Docker hosts: an embedded Consul-compatible "
@@ -104,6 +109,9 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
     parser.add_argument("--version", action="version", version=f"waypost {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text, description=help_text)
+            continue
         module = importlib.import_module(module_name)
         sp = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip().splitlines()[0],
                             formatter_class=HelpFormatter)
@@ -150,9 +158,11 @@ async def _run_until_signalled(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `waypost` console script."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    only = next((w for w in words if not w.startswith("-")), None)
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        parser = build_parser(only=only if only in SUBCOMMANDS else None)
+        args = parser.parse_args(words)
     except ConfigError as exc:
         print(f"waypost: error: {exc}", file=sys.stderr)
         sys.exit(2)
