@@ -24,7 +24,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -32,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import dockerkit as dk
+from tests.polling import eventually
 from tests.registrator.fakes import FakeDocker, inspect_doc
 from waypost.catalog import CatalogClient
 from waypost.catalog.model import ServiceDef
@@ -341,17 +341,6 @@ async def test_reconciler_hostile_neighbours_do_not_affect_the_good_container(ca
 # ---- real dockerd -----------------------------------------------------------------------------------
 
 
-async def _eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    value: Any = None
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last value {value!r}")
-
-
 async def _run(image: str, **kwargs: Any) -> Any:
     container = await asyncio.to_thread(dk.run, dk.client(), image, ("sleep", "3600"), **kwargs)
     await asyncio.to_thread(container.reload)
@@ -380,10 +369,10 @@ async def test_docker_hostile_containers_next_to_a_good_one(catalog_server, cata
                 "SERVICE_ID": "../../../agent/service/deregister/good", "SERVICE_CHECK_TCP": "true",
                 "SERVICE_CHECK_INTERVAL": "99999999999999999999h"})
             good = await _run(busybox_image, ports={"80/tcp": None}, extra_labels={"SERVICE_NAME": "good"})
-            (svc,) = (await _eventually(lambda: _of(catalog_client, good), 15, "the good container")).values()
+            (svc,) = (await eventually(lambda: _of(catalog_client, good), 15, "the good container")).values()
             assert svc.name == "good"
-            (bad1,) = (await _eventually(lambda: _of(catalog_client, evil_labels), 15, "evil_labels")).values()
-            (bad2,) = (await _eventually(lambda: _of(catalog_client, evil_env), 15, "evil_env")).values()
+            (bad1,) = (await eventually(lambda: _of(catalog_client, evil_labels), 15, "evil_labels")).values()
+            (bad2,) = (await eventually(lambda: _of(catalog_client, evil_env), 15, "evil_env")).values()
         assert (bad1.name, bad1.id, bad1.tags) == ("busybox", f"faultnode:{evil_labels.name}:80",
                                                    ("ok", "$(id)", "; rm -rf /"))
         assert (bad2.name, bad2.id) == ("busybox", f"faultnode:{evil_env.name}:80")
@@ -397,12 +386,12 @@ async def test_docker_hostile_containers_next_to_a_good_one(catalog_server, cata
         # the hostile containers go away: only their own registrations are removed
         for container in (evil_labels, evil_env):
             await asyncio.to_thread(container.remove, force=True)
-        await _eventually(lambda: _gone(catalog_client, evil_labels, evil_env), 15, "hostile deregistrations")
+        await eventually(lambda: _gone(catalog_client, evil_labels, evil_env), 15, "hostile deregistrations")
         assert await _of(catalog_client, good)
         assert catalog_server.store.kv == {}
         # the registrator keeps running: a new container is still registered
         late = await _run(busybox_image, ports={"80/tcp": None})
-        await _eventually(lambda: _of(catalog_client, late), 15, "a container started afterwards")
+        await eventually(lambda: _of(catalog_client, late), 15, "a container started afterwards")
     finally:
         await registrator.stop()
 

@@ -7,12 +7,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.dockerkit import run as docker_run
+from tests.polling import eventually
 from tests.tooling import missing
 from waypost.ambassador.inject import Injector
 from waypost.ambassador.routes import Options
@@ -45,17 +44,6 @@ async def fetch(container: Any, host: str = "web", port: int = 8080, timeout: in
     if code != 0 or not text.startswith("HTTP/1.") or " 200 " not in text.split("\r\n", 1)[0]:
         return None
     return text.split("\r\n\r\n", 1)[1].strip()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what or check} (last: {last!r})")
 
 
 async def seen_backends(client: Any, want: set[str], tries: int = 40) -> set[str]:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests import dockerkit as dk
+from tests.polling import eventually
 from waypost.catalog import CatalogClient
 from waypost.catalog.model import ServiceDef
 from waypost.config import CatalogConfig
@@ -35,18 +36,6 @@ async def run(image: str, command: Any = ("sleep", "3600"), **kwargs: Any) -> An
     container = await asyncio.to_thread(dk.run, dk.client(), image, command, **kwargs)
     await asyncio.to_thread(container.reload)
     return container
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll `check` until it returns something truthy; fail with the last value after `timeout`."""
-    deadline = time.monotonic() + timeout
-    value: Any = None
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what or check}; last value {value!r}")
 
 
 def ours(services: dict[str, ServiceDef], container: Any) -> dict[str, ServiceDef]:

@@ -11,7 +11,8 @@ import dns.query
 import dns.rdatatype
 
 from tests.dockerkit import run as docker_run
-from tests.inject.test_inject_docker import BACKEND_CMD, eventually, fetch
+from tests.inject.test_inject_docker import BACKEND_CMD, fetch
+from tests.polling import eventually
 from tests.up.conftest import CONNECT_LABEL, start_up, stop_up
 
 
