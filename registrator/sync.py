@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from consul.exceptions import BadRequest
+
 from waypost.catalog.model import ServiceDef
 
 from .metadata import MARKER_CONTAINER, MARKER_NODE, describe, docker_check_id, docker_state
@@ -156,6 +158,11 @@ class Reconciler:
                 await self.reconcile(container_id, sweep)
             except asyncio.CancelledError:
                 raise
+            except BadRequest as exc:  # the catalog answered and said no: retrying can't change that
+                self.errors += 1
+                log.warning("container %s: the catalog rejected its registration (%s); fix its SERVICE_* "
+                            "labels or env; tried again when the container changes or at the next resync",
+                            container_id[:12], _describe_error(exc))
             except Exception as exc:  # noqa: BLE001 - catalog or engine down: retry this container
                 work.dirty = True
                 work.sweep = work.sweep or sweep
@@ -176,6 +183,9 @@ class Reconciler:
     async def _call(self, make: Callable[[], Awaitable[Any]]) -> Any:
         try:
             result = await asyncio.wait_for(make(), CALL_TIMEOUT)
+        except BadRequest:
+            self.catalog_ok = True  # it answered
+            raise
         except Exception:
             self.catalog_ok = False
             raise

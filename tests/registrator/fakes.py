@@ -6,6 +6,8 @@ import asyncio
 import copy
 from typing import Any
 
+from consul.exceptions import BadRequest
+
 from waypost.catalog.model import ServiceDef
 
 
@@ -18,6 +20,7 @@ class FakeCatalog:
         self.writes: list[tuple[str, str]] = []
         self.down = False
         self.fail_next = 0
+        self.reject: set[str] = set()  # service IDs the catalog answers 400 for, as Consul would
         self.url = "fake://catalog"
 
     def _maybe_fail(self) -> None:
@@ -29,6 +32,9 @@ class FakeCatalog:
 
     async def register(self, service: ServiceDef, replace_existing_checks: bool = True) -> None:
         self._maybe_fail()
+        if service.id in self.reject:
+            self.writes.append(("rejected", service.id))
+            raise BadRequest(f"400 Invalid service {service.id!r}")
         self.writes.append(("register", service.id))
         self.services[service.id] = service
         for cid in [c for c, v in self.checks.items() if v["ServiceID"] == service.id]:

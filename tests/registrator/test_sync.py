@@ -320,3 +320,23 @@ async def test_close_cancels_pending_work(catalog, engine) -> None:
 def test_node_must_be_resolved(catalog, engine) -> None:
     with pytest.raises(ValueError):
         Reconciler(catalog, engine, RegistratorOptions())
+
+
+async def test_rejected_registration_is_one_warning_not_a_retry_loop(catalog, engine, caplog) -> None:
+    """A 400 from the catalog (Consul refusing something in a container's metadata) is not retried
+    in a loop; other containers register normally; the next sync tries once more."""
+    add(engine, 1)
+    add(engine, 2)
+    catalog.reject.add("n1:c1:80")
+    rec = make(catalog, engine)
+    with caplog.at_level(logging.WARNING, logger="waypost.registrator.sync"):
+        await rec.full_sync()
+        await asyncio.sleep(0.3)  # a retry loop (backoff 0.01-0.05 s) would write many times here
+    assert "n1:c2:80" in catalog.services and "n1:c1:80" not in catalog.services
+    assert catalog.writes.count(("rejected", "n1:c1:80")) == 1
+    assert rec.catalog_ok
+    assert sum("rejected its registration" in r.getMessage() and cid(1)[:12] in r.getMessage()
+               for r in caplog.records) == 1
+    catalog.reject.clear()
+    await rec.full_sync()
+    assert "n1:c1:80" in catalog.services
