@@ -17,8 +17,9 @@ import pytest
 import uvloop
 
 from tests.conftest import free_port
+from tests.proxying import ambassador_factory, ask  # noqa: F401 - shared with tests/faults
 from tests.tooling import require_tool
-from waypost.ambassador.routes import Ambassador, Options
+from waypost.ambassador.routes import Ambassador
 
 
 def pytest_asyncio_loop_factories(config, item):  # type: ignore[no-untyped-def]
@@ -203,32 +204,5 @@ async def backends() -> AsyncIterator[Callable[..., Awaitable[Backend]]]:
         await b.stop()
 
 
-@pytest.fixture
-async def ambassador_factory():
-    """Start an in-process Ambassador; every one is stopped at the end of the test."""
-    made: list[Ambassador] = []
-
-    async def make(routes=(), catalog=None, **options) -> Ambassador:  # type: ignore[no-untyped-def]
-        amb = Ambassador(routes, catalog, Options(**options))
-        await amb.start()
-        made.append(amb)
-        return amb
-
-    yield make
-    for amb in made:
-        await amb.stop()
-
-
 def port_of(amb: Ambassador, index: int = 0) -> int:
     return amb.routes[index].listen_address[1]
-
-
-async def ask(port: int, line: bytes = b"hello\n", timeout: float = 5.0) -> bytes:
-    """One short connection: send a line, read the answer line."""
-    async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(line)
-            return await reader.readline()
-        finally:
-            writer.close()

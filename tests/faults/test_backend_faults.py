@@ -13,11 +13,8 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 
-import pytest
-
-from waypost.ambassador.routes import Ambassador, Options
+from waypost.ambassador.routes import Ambassador
 from waypost.catalog import CatalogClient, CheckDef, ServiceDef
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: backend\r\n\r\n"
@@ -148,21 +145,6 @@ class Flapper:
         await asyncio.gather(*self._conns, return_exceptions=True)
 
 
-@pytest.fixture
-async def ambassadors() -> AsyncIterator[Callable[..., Awaitable[Ambassador]]]:
-    made: list[Ambassador] = []
-
-    async def make(routes: list[str], catalog: CatalogClient | None = None, **options: object) -> Ambassador:
-        amb = Ambassador(routes, catalog, Options(**options))  # type: ignore[arg-type]
-        await amb.start()
-        made.append(amb)
-        return amb
-
-    yield make
-    for amb in made:
-        await amb.stop()
-
-
 async def http_get(port: int, timeout: float) -> tuple[bytes, float]:
     """One request through the ambassador: (body, seconds). Raises TimeoutError on no answer."""
     t0 = time.monotonic()
@@ -193,7 +175,7 @@ def backend_states(amb: Ambassador) -> dict[int, dict]:
 
 
 async def test_hung_backend_stalls_only_its_own_clients_until_its_check_removes_it(
-        catalog_client: CatalogClient, ambassadors) -> None:
+        catalog_client: CatalogClient, ambassador_factory) -> None:
     """A backend that accepts but never answers: its clients time out on their side, clients of the
     healthy instance are answered at once meanwhile; the catalog's HTTP check (timeout 0.5 s) marks
     it critical, the ambassador stops sending it new connections, and with --drain-timeout the
@@ -204,7 +186,7 @@ async def test_hung_backend_stalls_only_its_own_clients_until_its_check_removes_
             check = CheckDef("http", f"http://127.0.0.1:{b.port}/", interval="1s", timeout="500ms",
                              initial_status="passing")
             await catalog_client.register(ServiceDef(f"api-{b.name}", "api", "127.0.0.1", b.port, checks=(check,)))
-        amb = await ambassadors(["127.0.0.1:0=api"], catalog_client, lb="round-robin", drain_timeout=1.0)
+        amb = await ambassador_factory(["127.0.0.1:0=api"], catalog_client, lb="round-robin", drain_timeout=1.0)
         port = amb.routes[0].listen_address[1]
         deadline = time.monotonic() + 5
         while len(backend_states(amb)) < 2:
@@ -236,7 +218,7 @@ async def test_hung_backend_stalls_only_its_own_clients_until_its_check_removes_
         await good.stop()
 
 
-async def test_black_holed_backend_is_ejected_and_stops_costing_connect_timeouts(ambassadors) -> None:
+async def test_black_holed_backend_is_ejected_and_stops_costing_connect_timeouts(ambassador_factory) -> None:
     """SYNs to a listener with a full accept queue are dropped: connects time out. Clients never see
     it (the next instance is tried), the backend is ejected after 2 timeouts, and from then on no
     client pays the connect timeout."""
@@ -254,7 +236,7 @@ async def test_black_holed_backend_is_ejected_and_stops_costing_connect_timeouts
     live = await HttpBackend("live").start()
     dead_port = blackhole.getsockname()[1]
     try:
-        amb = await ambassadors([f"127.0.0.1:0=127.0.0.1:{dead_port},127.0.0.1:{live.port}"], lb="round-robin",
+        amb = await ambassador_factory([f"127.0.0.1:0=127.0.0.1:{dead_port},127.0.0.1:{live.port}"], lb="round-robin",
                                 connect_timeout=0.3, eject_after=2, eject_base=30.0)
         port = amb.routes[0].listen_address[1]
         # a burst arriving while the dead backend is still in rotation: nobody fails
@@ -277,13 +259,13 @@ async def test_black_holed_backend_is_ejected_and_stops_costing_connect_timeouts
         blackhole.close()
 
 
-async def test_flapping_backend_fails_no_request_while_a_healthy_one_exists(ambassadors) -> None:
+async def test_flapping_backend_fails_no_request_while_a_healthy_one_exists(ambassador_factory) -> None:
     """One backend's listener goes down and up every 200 ms for ~3 s of steady traffic: connects to
     it are refused half the time, the ambassador retries the healthy one, and no request fails."""
     flapper = await Flapper("flap", 0.2).start()
     steady = await Flapper("steady", 3600).start()
     try:
-        amb = await ambassadors([f"127.0.0.1:0=127.0.0.1:{flapper.port},127.0.0.1:{steady.port}"], lb="round-robin",
+        amb = await ambassador_factory([f"127.0.0.1:0=127.0.0.1:{flapper.port},127.0.0.1:{steady.port}"], lb="round-robin",
                                 connect_timeout=1.0, retries=2, eject_after=3, eject_base=0.2, eject_max=0.4)
         port = amb.routes[0].listen_address[1]
         failures: list[str] = []

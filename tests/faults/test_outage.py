@@ -33,6 +33,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.dns.helpers import ask, records
+from tests.proxying import ask as through
 from waypost.ambassador.routes import Ambassador, Options
 from waypost.catalog import CatalogClient, ServiceDef
 from waypost.config import CatalogConfig
@@ -139,17 +140,6 @@ async def echo_backends() -> AsyncIterator[Callable[[str, str], Awaitable[EchoSe
     yield make
     for b in made:
         await b.stop()
-
-
-async def through(port: int, line: bytes = b"hi\n", timeout: float = 3.0) -> bytes:
-    """One short connection through the ambassador: the backend's answer line."""
-    async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(line)
-            return await reader.readline()
-        finally:
-            writer.close()
 
 
 def stale_metric(server: DnsServer) -> float | None:
