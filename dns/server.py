@@ -32,6 +32,7 @@ from waypost.dns.answers import (
     AnswerTable,
     Prebuilt,
 )
+from waypost.dns.batch import BatchSocket, parse_sockaddr
 from waypost.dns.config import DnsConfig
 from waypost.dns.metrics import DnsCollector, DnsStats, make_registry, stat_key
 from waypost.dns.recursor import Recursor
@@ -99,8 +100,10 @@ class DnsServer:
     ``reuse_port`` lets several processes share the port (``--workers``).
     """
 
-    def __init__(self, config: DnsConfig, view: CatalogView, reuse_port: bool = False) -> None:
+    def __init__(self, config: DnsConfig, view: CatalogView, reuse_port: bool = False,
+                 batch_udp: bool = True) -> None:
         self.config = config
+        self.batch_udp = batch_udp
         self.view = view
         self.reuse_port = reuse_port
         host = config.listen[0]
@@ -115,6 +118,7 @@ class DnsServer:
         self._answers = self.stats.answers
         self.port: int = config.listen[1]
         self._udp: asyncio.DatagramTransport | None = None
+        self._batch: BatchSocket | None = None
         self._tcp: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._ra = self.recursor.enabled
@@ -141,7 +145,11 @@ class DnsServer:
                 raise
             break
         self.port = bound
-        self._udp, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=udp_sock)
+        self._batch = BatchSocket.create(udp_sock) if self.batch_udp else None
+        if self._batch is not None:
+            loop.add_reader(udp_sock.fileno(), self._batch.drain, self._answer_batched)
+        else:
+            self._udp, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=udp_sock)
         self._tcp = await loop.create_server(lambda: _TcpProtocol(self), sock=tcp_sock)
         log.info("dns: serving %s on %s:%d (udp+tcp)%s", self.config.domain, host, self.port,
                  f", recursing via {', '.join(f'{h}:{p}' for h, p in self.config.recursors)}"
@@ -172,6 +180,10 @@ class DnsServer:
         if self._udp is not None:
             self._udp.close()
             self._udp = None
+        if self._batch is not None:
+            asyncio.get_running_loop().remove_reader(self._batch.fd)
+            self._batch.sock.close()
+            self._batch = None
         if self._tcp is not None:
             self._tcp.close()
             with contextlib.suppress(Exception):
@@ -243,6 +255,23 @@ class DnsServer:
             resp = b"".join((data[:2], v2[rd], data[12:qend], v2[2]))
         self._answers[tc, pre.rcode] += 1
         return resp
+
+    def _answer_batched(self, data: bytes, sockaddr: bytes) -> bytes | None:
+        """One datagram from :class:`BatchSocket`: fast path, else slow path with the parsed client."""
+        try:
+            resp = self.fast(data)
+        except Exception:
+            resp = None
+        if resp is not None:
+            return resp
+        addr = parse_sockaddr(sockaddr)
+        result = self.answer_now(data, addr[0], False)
+        if isinstance(result, _Recurse):
+            batch = self._batch
+            if batch is not None:
+                self.recurse(data, addr[0], False, result, lambda b: batch.sendto(b, addr))
+            return None
+        return result
 
     def slow(self, data: bytes, client: str, tcp: bool) -> bytes | _Recurse | None:
         """Answer anything the fast path didn't: parse with dnslib, or an error, or None (drop)."""

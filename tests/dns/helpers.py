@@ -17,11 +17,15 @@ def inst(iid: str, service: str, address: str, port: int = 80, node: str = "node
                     node_address=node_address or address, tags=tags, status=status)
 
 
-async def start_dns(view: CatalogView | None = None, **fields) -> DnsServer:
-    """A started DnsServer on 127.0.0.1 with a free port; ``fields`` override DnsConfig."""
+async def start_dns(view: CatalogView | None = None, batch_udp: bool = True, **fields) -> DnsServer:
+    """A started DnsServer on 127.0.0.1 with a free port; ``fields`` override DnsConfig.
+
+    ``batch_udp=False`` serves UDP through the asyncio DatagramProtocol fallback instead of
+    recvmmsg/sendmmsg batches.
+    """
     fields.setdefault("listen", ("127.0.0.1", 0))
     view = view if view is not None else CatalogView()
-    server = DnsServer(DnsConfig(**fields), view)
+    server = DnsServer(DnsConfig(**fields), view, batch_udp=batch_udp)
     await view.start()
     await server.start()
     return server
