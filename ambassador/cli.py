@@ -16,6 +16,7 @@ from waypost.ambassador.balancer import POLICIES
 from waypost.ambassador.connect import LABEL
 from waypost.ambassador.routes import Ambassador, Options, parse_route
 from waypost.config import ConfigError, add_catalog_arguments, catalog_config_from_args, parse_hostport
+from waypost.workers import Workers, check_workers, worker_argv
 
 log = logging.getLogger("waypost.ambassador")
 
@@ -38,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve /metrics, /healthz and /v1/routes on HOST:PORT (default: off)")
     parser.add_argument("--admin-token", default=None, metavar="TOKEN",
                         help="require 'Authorization: Bearer TOKEN' for /metrics and /v1/routes")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="processes sharing the route ports with SO_REUSEPORT, each with its own balancer "
+                        "and --max-conns (admin metrics cover the first process only)")
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     inject = parser.add_argument_group("host mode")
     inject.add_argument("--inject", action="store_true",
                         help=f"serve ambassadors inside every running container labelled {LABEL}=NAME[:PORT][@SERVICE],… "
@@ -78,7 +83,16 @@ def options_from_args(args: argparse.Namespace) -> Options:
         wait_for_backends=args.wait_for_backends,
         drain_timeout=args.drain_timeout,
         max_conns=args.max_conns,
+        reuse_port=getattr(args, "reuse_port", False) or getattr(args, "workers", 1) > 1,
     )
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """One extra sidecar worker: the same routes and balancer flags, no admin, shared ports."""
+    return worker_argv("ambassador", args,
+                       values=("lb", "connect_timeout", "retries", "eject_after", "wait_for_backends",
+                               "drain_timeout", "max_conns"),
+                       lists=("route",))
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -89,17 +103,28 @@ async def run(args: argparse.Namespace) -> int:
         raise ConfigError("--route: at least one route is needed, e.g. --route 127.0.0.1:6379=redis "
                           "or --route 6379=10.0.0.5:6379,10.0.0.6:6379 (or --inject for host mode)")
     specs = [parse_route(text) for text in args.route]
+    check_workers(args.workers)
+    if args.workers > 1:
+        for spec in specs:
+            if spec.listen_port == 0:
+                raise ConfigError(f"--route {spec.text!r}: --workers needs fixed LISTEN ports "
+                                  "(port 0 picks a different one per process)")
     options = options_from_args(args)
     admin_addr = parse_hostport(args.admin, flag="--admin") if args.admin else None
     catalog = None
     if any(s.service for s in specs):
-        from waypost.catalog import CatalogClient
+        # read-only client on h11: aiohttp + py-consul would add ~20 MB to every sidecar
+        from waypost.catalog.reader import CatalogReader
 
-        catalog = CatalogClient(catalog_config_from_args(args))
+        catalog = CatalogReader(catalog_config_from_args(args))
     ambassador = Ambassador(specs, catalog, options)
     admin: Any = None
+    workers = Workers()
     try:
         await ambassador.start()
+        if args.workers > 1:
+            await workers.start(_worker_argv(args), args.workers - 1)
+            log.info("%d worker processes share the route ports", args.workers)
         if admin_addr is not None:
             from waypost.ambassador.admin import AdminServer  # aiohttp costs ~15 MB: only when asked
 
@@ -114,6 +139,7 @@ async def run(args: argparse.Namespace) -> int:
                  options.lb, ambassador.limiter.limit)
         await asyncio.Event().wait()
     finally:
+        await workers.stop()
         if admin is not None:
             await admin.stop()
         await ambassador.stop()
@@ -129,6 +155,8 @@ async def run_injector(args: argparse.Namespace) -> int:
 
     if args.route:
         raise ConfigError("--route and --inject don't mix: run the sidecar routes in their own process")
+    if getattr(args, "workers", 1) != 1:
+        raise ConfigError("--workers is for sidecar routes; --inject serves every container from one process")
     options = options_from_args(args)
     options.strict_services = False
     catalog = CatalogClient(catalog_config_from_args(args))

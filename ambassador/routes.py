@@ -28,6 +28,7 @@ from waypost.config import ConfigError, parse_hostport
 
 if TYPE_CHECKING:
     from waypost.catalog import CatalogClient, Instance
+    from waypost.catalog.reader import CatalogReader
 
 log = logging.getLogger("waypost.ambassador")
 
@@ -113,6 +114,7 @@ class Options:
     max_conns: int = 0  # 0: as many as the descriptor limit allows
     strict_services: bool = True  # unknown catalog service at start → ConfigError
     backlog: int = 1024
+    reuse_port: bool = False  # SO_REUSEPORT on listeners: several processes share them (--workers)
 
     def __post_init__(self) -> None:
         if self.lb not in POLICIES:
@@ -212,7 +214,7 @@ class Route:
         self,
         spec: RouteSpec,
         options: Options | None = None,
-        catalog: CatalogClient | None = None,
+        catalog: CatalogClient | CatalogReader | None = None,
         limiter: ConnLimiter | None = None,
         name: str | None = None,
     ) -> None:
@@ -249,7 +251,7 @@ class Route:
             else:
                 self.server = await loop.create_server(
                     self._protocol, self.spec.listen_host, self.spec.listen_port,
-                    backlog=self.options.backlog, reuse_address=True)
+                    backlog=self.options.backlog, reuse_address=True, reuse_port=self.options.reuse_port or None)
         except OSError as exc:
             hint = " (port in use: pick another LISTEN port or stop what holds it)" \
                 if exc.errno == errno.EADDRINUSE else ""
@@ -466,7 +468,7 @@ class Ambassador:
     """
 
     specs: Iterable[RouteSpec | str] = ()
-    catalog: CatalogClient | None = None
+    catalog: CatalogClient | CatalogReader | None = None
     options: Options = field(default_factory=Options)
 
     def __post_init__(self) -> None:

@@ -62,15 +62,50 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def children(pid: int) -> list[int]:
+    """Direct child processes (the ambassador's --workers)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process and its direct children so far."""
+    total = 0.0
+    for p in (pid, *children(pid)):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def waypost_command() -> list[str]:
     """The `waypost ambassador` command line."""
     return [sys.executable, "-m", "waypost", "ambassador"]
+
+
+def catalog_route_rss(spawn, redis_port: int, env: dict[str, str]) -> int:  # type: ignore[no-untyped-def]
+    """RSS (KB) of an idle `waypost ambassador --route PORT=redis --catalog …` whose watch is open."""
+    import urllib.request
+
+    cport, aport = free_port(), free_port()
+    catalog = spawn([sys.executable, "-m", "waypost", "catalog", "--listen", f"127.0.0.1:{cport}",
+                     "--log-level", "warning"], "catalog.log", env=env)
+    wait_port(cport, catalog, "waypost catalog")
+    body = json.dumps({"ID": "redis-1", "Name": "redis", "Address": "127.0.0.1", "Port": redis_port}).encode()
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{cport}/v1/agent/service/register",
+                                                  data=body, method="PUT"), timeout=5).close()
+    amb = spawn([*waypost_command(), "--route", f"127.0.0.1:{aport}=redis", "--catalog",
+                 f"http://127.0.0.1:{cport}", "--log-level", "warning"], "ambassador-catalog.log", env=env)
+    wait_port(aport, amb, "waypost ambassador (catalog route)")
+    with socket.create_connection(("127.0.0.1", aport), timeout=5) as conn:  # one request: backend known
+        conn.sendall(b"PING\r\n")
+        conn.recv(16)
+    time.sleep(0.5)
+    return rss_kb(amb.pid)
 
 
 def redis_bench(port: int, conns: int, requests: int, test: str) -> tuple[float, float]:
@@ -97,6 +132,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one short round (< 30 s)")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="waypost ambassador --workers (default: the CPU count, as HAProxy's default nbthread)")
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
     n1, n50 = (10_000, 50_000) if args.quick else (30_000, 200_000)
@@ -144,13 +181,16 @@ listen iperf
         ports["waypost"] = (wr, wi)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         amb = spawn([*waypost_command(), "--route", f"127.0.0.1:{wr}=127.0.0.1:{redis_port}",
-                     "--route", f"127.0.0.1:{wi}=127.0.0.1:{iperf_port}", "--log-level", "warning"],
+                     "--route", f"127.0.0.1:{wi}=127.0.0.1:{iperf_port}", "--log-level", "warning",
+                     "--workers", str(args.workers)],
                     "ambassador.log", env=env)
         wait_port(hr, haproxy, "haproxy")
         wait_port(wr, amb, "waypost ambassador")
         wait_port(wi, amb, "waypost ambassador")
         time.sleep(0.5)
         idle_rss = rss_kb(amb.pid)
+        idle_rss_all = sum(rss_kb(p) for p in (amb.pid, *children(amb.pid)))
+        catalog_rss = catalog_route_rss(spawn, redis_port, env)
         haproxy_rss = rss_kb(haproxy.pid)
 
         results: dict[tuple[str, str], list[float]] = {}
@@ -190,7 +230,8 @@ listen iperf
 
     metrics = list(dict.fromkeys(m for m, _ in results))
     header = f"{'metric':<24}{'direct':>12}{'haproxy':>12}{'waypost':>12}{'wp/haproxy':>12}{'wp/direct':>11}"
-    print(f"\nambassador benchmark: {rounds} round(s), medians (higher is better except p50)\n")
+    print(f"\nambassador benchmark: {rounds} round(s), medians (higher is better except p50); "
+          f"waypost --workers {args.workers}, haproxy default nbthread ({os.cpu_count()} CPUs)\n")
     print(header)
     print("-" * len(header))
     for metric in metrics:
@@ -204,8 +245,11 @@ listen iperf
     print(f"\nproxy CPU per redis request (all redis runs; less noisy than req/s on a busy machine): "
           f"haproxy {us['haproxy']:.1f} µs, waypost {us['waypost']:.1f} µs "
           f"({us['waypost'] / us['haproxy']:.2f}x)")
-    print(f"RSS: waypost ambassador idle {idle_rss / 1024:.1f} MB, after the run {busy_rss / 1024:.1f} MB; "
+    print(f"RSS: one waypost ambassador process idle {idle_rss / 1024:.1f} MB ({args.workers} workers: "
+          f"{idle_rss_all / 1024:.1f} MB in all), after the run {busy_rss / 1024:.1f} MB; "
           f"haproxy idle {haproxy_rss / 1024:.1f} MB")
+    print(f"RSS of an idle ambassador following the catalog (one service route, watch open): "
+          f"{catalog_rss / 1024:.1f} MB")
     print("targets: req/s c=50 >= 1.0x haproxy, iperf3 >= 1.2x haproxy, p50 c=1 <= 1.2x haproxy, idle RSS < 30 MB")
 
 

@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ctypes
 import logging
-import signal
-import sys
 
 from waypost.catalog import CatalogClient
 from waypost.config import ConfigError, add_catalog_arguments, catalog_config_from_args, parse_hostport
@@ -35,6 +31,7 @@ from waypost.dns.config import (
 )
 from waypost.dns.server import DnsServer
 from waypost.dns.view import CatalogView
+from waypost.workers import Workers, check_workers, worker_argv
 
 log = logging.getLogger("waypost.dns")
 
@@ -89,8 +86,7 @@ def config_from_args(args: argparse.Namespace) -> DnsConfig:
         raise ConfigError(f"--a-record-limit {args.a_record_limit!r}: not a number; write e.g. 3 (0 = all)") from None
     if limit < 0:
         raise ConfigError(f"--a-record-limit {limit}: must be 0 (all) or more")
-    if args.workers < 1 or args.workers > 64:
-        raise ConfigError(f"--workers {args.workers}: use 1 to 64")
+    check_workers(args.workers)
     if args.workers > 1 and listen[1] == 0:
         raise ConfigError("--workers needs a fixed --listen port (port 0 picks a different one per process)")
     if args.recursor_timeout <= 0:
@@ -116,24 +112,11 @@ def config_from_args(args: argparse.Namespace) -> DnsConfig:
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:
     """The command line of one extra worker: the same settings, one process, shared port."""
-    argv = [sys.executable, "-m", "waypost", "dns", "--workers", "1", "--reuse-port"]
-    for flag in ("listen", "domain", "datacenter", "recursor_timeout", "node_ttl", "soa_min_ttl",
-                 "a_record_limit", "catalog", "catalog_token", "catalog_ca_file", "log_level", "log_format"):
-        value = getattr(args, flag, None)
-        if value is not None:
-            argv += ["--" + flag.replace("_", "-"), str(value)]
-    for flag in ("recursor", "allow_recursion_from", "service_ttl"):
-        for value in getattr(args, flag, None) or []:
-            argv += ["--" + flag.replace("_", "-"), value]
-    for flag in ("recurse", "only_passing"):
-        if getattr(args, flag, False):
-            argv.append("--" + flag.replace("_", "-"))
-    return argv
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    return worker_argv("dns", args,
+                       values=("listen", "domain", "datacenter", "recursor_timeout", "node_ttl", "soa_min_ttl",
+                               "a_record_limit"),
+                       lists=("recursor", "allow_recursion_from", "service_ttl"),
+                       switches=("recurse", "only_passing"))
 
 
 async def _serve_metrics(server: DnsServer, listen: str):  # type: ignore[no-untyped-def]
@@ -160,26 +143,20 @@ async def run(args: argparse.Namespace) -> int:
     client = CatalogClient(catalog_config_from_args(args))
     view = CatalogView(client, only_passing=config.only_passing)
     server = DnsServer(config, view, reuse_port=args.reuse_port or config.workers > 1)
-    workers: list[asyncio.subprocess.Process] = []
+    workers = Workers()
     runner = None
     try:
         await view.start()
         await server.start()
         if args.metrics_listen:
             runner = await _serve_metrics(server, args.metrics_listen)
-        for _ in range(config.workers - 1):
-            workers.append(await asyncio.create_subprocess_exec(*_worker_argv(args), preexec_fn=_die_with_parent))
-        if workers:
-            log.info("dns: %d worker processes share port %d", len(workers) + 1, server.port)
+        if config.workers > 1:
+            await workers.start(_worker_argv(args), config.workers - 1)
+            log.info("dns: %d worker processes share port %d", config.workers, server.port)
         await asyncio.Event().wait()
         return 0
     finally:
-        for proc in workers:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-        for proc in workers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 5)
+        await workers.stop()
         if runner is not None:
             await runner.cleanup()
         await server.stop()

@@ -164,3 +164,58 @@ async def test_fd_exhaustion_refuses_new_connections_and_keeps_serving(backends)
     assert "Traceback" not in log
     assert "--max-conns 1000 is more than the open-files limit (128, two per connection) allows" in log
     assert log.count("connection limit reached (--max-conns 48, 48 open)") == 1
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (("--route", "127.0.0.1:7=127.0.0.1:1", "--workers", "0"), "--workers"),
+    (("--route", "0=127.0.0.1:1", "--workers", "2"), "--workers needs fixed LISTEN ports"),
+    (("--inject", "--workers", "2"), "--workers is for sidecar routes"),
+])
+async def test_bad_workers_flags_are_config_errors(argv, flag):
+    with pytest.raises(ConfigError, match=flag):
+        await cli.run(_args(*argv))
+
+
+def _ambassador_pids(port: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    cmd = fh.read().split(b"\0")
+            except OSError:
+                continue
+            if b"ambassador" in cmd and any(f"127.0.0.1:{port}=".encode() in arg for arg in cmd):
+                pids.append(int(entry))
+    return pids
+
+
+async def test_workers_share_the_route_ports_and_follow_the_catalog(redis_factory, catalog_client, catalog_server):
+    """`--workers 2`: a second process serves the same port (SO_REUSEPORT) with its own catalog watch;
+    every connection, whichever process the kernel hands it to, reaches redis; both stop together."""
+    from waypost.catalog import ServiceDef
+
+    redis = redis_factory()
+    await catalog_client.register(ServiceDef(id="cache-1", name="cache", address="127.0.0.1", port=redis.port))
+    port = free_port()
+    proc = await _run_cli("--route", f"127.0.0.1:{port}=cache", "--catalog", catalog_server.url, "--workers", "2")
+    try:
+        async with asyncio.timeout(20):
+            while len(_ambassador_pids(port)) < 2:
+                await asyncio.sleep(0.1)
+            served = 0
+            while served < 24:  # new connections spread over both listeners by source port
+                try:
+                    client = await Resp.connect(port)
+                except OSError:
+                    await asyncio.sleep(0.1)  # the worker may still be binding
+                    continue
+                assert await client.call("PING") == "PONG"
+                await client.close()
+                served += 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 10)
+    assert code == 0
+    await asyncio.sleep(0.5)
+    assert _ambassador_pids(port) == [], "a worker outlived the ambassador"

@@ -10,7 +10,7 @@ import consul
 import consul.aio
 from consul.callback import CB
 
-from waypost.catalog.model import Instance, ServiceDef
+from waypost.catalog.model import Instance, ServiceDef, instances_from_health, path_segment
 from waypost.catalog.watch import Watch
 from waypost.config import CatalogConfig
 
@@ -144,16 +144,3 @@ class CatalogClient:
             return int(idx), data or {}
 
         return Watch("services", fetch, lambda raw: {k: tuple(v or ()) for k, v in raw.items()}, wait=wait)
-
-
-def path_segment(identifier: str) -> str:
-    """An ID safe to put in a URL path (py-consul quotes it but keeps '/', so '../' could escape)."""
-    if not identifier or "/" in identifier or identifier in (".", ".."):
-        raise ValueError(f"ID {identifier!r} can't be used in a catalog URL: it must be non-empty, "
-                         "without '/', and not '.' or '..'")
-    return identifier
-
-
-def instances_from_health(entries: list[dict[str, Any]]) -> list[Instance]:
-    """Turn a health/service answer into instances, sorted by ID so equal sets compare equal."""
-    return sorted((Instance.from_health_entry(e) for e in entries), key=lambda i: i.id)

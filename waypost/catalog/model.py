@@ -163,3 +163,16 @@ class ServiceDef:
             and tuple(self.tags) == tuple(other.tags)
             and dict(self.meta) == dict(other.meta)
         )
+
+
+def path_segment(identifier: str) -> str:
+    """An ID safe to put in a URL path (py-consul quotes it but keeps '/', so '../' could escape)."""
+    if not identifier or "/" in identifier or identifier in (".", ".."):
+        raise ValueError(f"ID {identifier!r} can't be used in a catalog URL: it must be non-empty, "
+                         "without '/', and not '.' or '..'")
+    return identifier
+
+
+def instances_from_health(entries: list[dict[str, Any]]) -> list[Instance]:
+    """Turn a health/service answer into instances, sorted by ID so equal sets compare equal."""
+    return sorted((Instance.from_health_entry(e) for e in entries), key=lambda i: i.id)

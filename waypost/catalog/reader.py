@@ -1,0 +1,176 @@
+"""A read-only catalog client for processes that only watch: h11 over asyncio streams.
+
+The sidecar ambassador only reads the catalog (``/v1/health/service/<name>`` blocking queries and
+one ``/v1/catalog/services`` at start). :class:`CatalogClient` is built on py-consul's aiohttp
+client, and importing aiohttp plus py-consul (which imports requests) adds ~20 MB of resident
+memory; this reader keeps an idle sidecar under 30 MB. It shares everything that decides
+behaviour with the full client: :class:`~waypost.catalog.watch.Watch` (blocking-query index
+rules, backoff, last value kept), the instance model, and :class:`~waypost.config.CatalogConfig`
+(URL, token, TLS CA file, verification). h11 (python-hyper's sans-IO HTTP/1.1 parser) does the
+protocol work; connections are kept alive and reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import h11
+
+from waypost.catalog.model import Instance, instances_from_health, path_segment
+from waypost.catalog.watch import Watch
+from waypost.config import CatalogConfig
+
+CONNECT_TIMEOUT = 5.0
+READ_SIZE = 65536
+
+
+class CatalogReadError(Exception):
+    """The catalog answered a read with an error status (e.g. 403 for a bad token)."""
+
+    def __init__(self, status: int, path: str, body: bytes) -> None:
+        text = body.decode(errors="replace").strip()[:200]
+        super().__init__(f"catalog read {path}: HTTP {status}{': ' + text if text else ''}")
+        self.status = status
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(h11.CLIENT)
+
+    async def get(self, target: str, headers: list[tuple[str, str]]) -> tuple[int, dict[bytes, bytes], bytes]:
+        conn = self.h11
+        self.writer.write(conn.send(h11.Request(method="GET", target=target, headers=headers))
+                          + conn.send(h11.EndOfMessage()))
+        await self.writer.drain()
+        status, response_headers, body = 0, {}, bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await self.reader.read(READ_SIZE))  # b"" tells h11 the peer closed
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                response_headers = {k.lower(): v for k, v in event.headers}
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return status, response_headers, bytes(body)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionResetError("the catalog closed the connection mid-response")
+
+    def reusable(self) -> bool:
+        conn = self.h11
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+            return True
+        return False
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class CatalogReader:
+    """The read half of :class:`~waypost.catalog.CatalogClient`: ``url``, ``services()``,
+    ``instances()``, ``watch()`` and ``close()``, with the same arguments and results."""
+
+    def __init__(self, config: CatalogConfig | None = None) -> None:
+        self.config = config or CatalogConfig.from_url()
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        self._headers = [("Host", f"{host}:{self.config.port}"), ("Accept", "application/json"),
+                         ("User-Agent", "waypost-reader")]
+        if self.config.token:
+            self._headers.append(("X-Consul-Token", self.config.token))
+        self._idle: list[_Connection] = []
+        self._ssl: Any = None
+        if self.config.scheme == "https":
+            import ssl
+
+            self._ssl = ssl.create_default_context(cafile=self.config.ca_file or None)
+            if not self.config.verify:
+                self._ssl.check_hostname = False
+                self._ssl.verify_mode = ssl.CERT_NONE
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    async def close(self) -> None:
+        """Close the idle connections (requests in flight close their own when cancelled)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    async def __aenter__(self) -> CatalogReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _connect(self) -> _Connection:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.config.host, self.config.port, ssl=self._ssl,
+                                    limit=READ_SIZE), CONNECT_TIMEOUT)
+        return _Connection(reader, writer)
+
+    async def _get(self, path: str, params: dict[str, Any]) -> tuple[int, Any]:
+        """GET a JSON resource; returns (X-Consul-Index, decoded body)."""
+        query = urlencode({k: v for k, v in params.items() if v is not None})
+        target = path + ("?" + query if query else "")
+        for attempt in (0, 1):
+            reused = bool(self._idle)
+            conn = self._idle.pop() if reused else await self._connect()
+            done = False
+            try:
+                status, headers, body = await conn.get(target, self._headers)
+                done = True
+            except (ConnectionError, h11.RemoteProtocolError, asyncio.IncompleteReadError):
+                if reused and attempt == 0:
+                    continue  # a kept-alive connection the catalog had closed: once more on a new one
+                raise
+            finally:
+                if not done:
+                    conn.close()
+            if conn.reusable():
+                self._idle.append(conn)
+            else:
+                conn.close()
+            if status != 200:
+                raise CatalogReadError(status, path, body)
+            return int(headers.get(b"x-consul-index", b"0") or 0), json.loads(body) if body else None
+        raise AssertionError("unreachable")
+
+    async def _health_service(self, service: str, tag: str | None, passing_only: bool, index: int = 0,
+                              wait: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+        path = "/v1/health/service/" + quote(path_segment(service), safe="")
+        params = {"index": index or None, "wait": wait if index else None,
+                  "passing": "1" if passing_only else None, "tag": tag}
+        idx, data = await self._get(path, params)
+        return idx, data or []
+
+    async def instances(self, service: str, tag: str | None = None, passing_only: bool = True) -> list[Instance]:
+        """The service's instances now (one non-blocking read)."""
+        _, data = await self._health_service(service, tag, passing_only)
+        return instances_from_health(data)
+
+    async def services(self) -> dict[str, list[str]]:
+        """Every service name in the catalog with the union of its tags."""
+        _, data = await self._get("/v1/catalog/services", {})
+        return data or {}
+
+    def watch(self, service: str, tag: str | None = None, passing_only: bool = True,
+              wait: str = "30s") -> Watch[list[Instance]]:
+        """An async iterator of the service's instance set, waking on every change."""
+
+        async def fetch(index: int, wait_: str) -> tuple[int, Any]:
+            return await self._health_service(service, tag, passing_only, index, wait_)
+
+        label = service + (f"#{tag}" if tag else "")
+        return Watch(label, fetch, instances_from_health, wait=wait)
