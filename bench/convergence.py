@@ -6,7 +6,7 @@
 **Convergence**: the time from ``docker run`` of a new backend (the SDK call: create + start) to
 the first request answered by that backend through a client container's injected ambassador.
 Two cases: *scale-out* (one backend already serves; the new one is the second, balancing is
-round-robin, a request is issued every ~2 ms) and *from zero* (no backend; a request already
+round-robin, a request is issued every ~5 ms: ``POLL_INTERVAL``) and *from zero* (no backend; a request already
 waits in the ambassador, held by ``--wait-for-backends``, and is answered once the new backend is
 routable). The "after start" column starts the clock when the ``docker run`` call returned, which
 leaves out Docker's own create/start time and is what waypost (registrator → catalog → watch →
@@ -25,9 +25,9 @@ and each serves one request, divided by N; versus one sidecar ``waypost ambassad
 process per client: 3 sidecars are started against the same catalog, each serves one request, and
 their mean RSS (and PSS, which splits shared library pages fairly) is multiplied by N.
 
-``waypost up`` runs as a child process exactly as shipped, except that it watches a bench-only
-label key (``waypost.bench-<session>.connect`` instead of ``waypost.connect``): other engineers'
-test injectors then never touch the bench's clients, nor ours theirs. Everything created carries
+``waypost up`` runs as a child process exactly as shipped, with ``--inject-label`` set to a
+bench-only key (``waypost.bench-<session>.connect`` instead of ``waypost.connect``): other
+injectors on the host then never touch the bench's clients, nor ours theirs. Everything created carries
 tests/dockerkit's session label and is removed at the end, image included.
 """
 
@@ -59,21 +59,10 @@ if str(ROOT) not in sys.path:
 
 BACKEND_CMD = ["sh", "-c", "hostname > /www/index.html; exec httpd -f -p 8080 -h /www"]
 SIDECAR_SAMPLES = 3
-
-
-# ---- the child: `waypost up` with a bench-only label key ---------------------------------------
-
-
-def child_up(label_key: str, up_args: list[str]) -> None:
-    """Run `waypost up` unchanged except for the label its injector watches."""
-    import functools
-
-    import waypost.up
-    from waypost.ambassador.inject import Injector
-    from waypost.cli import main
-
-    waypost.up.Injector = functools.partial(Injector, label=label_key)  # type: ignore[misc]
-    main(["up", *up_args])
+# one request through the injected route every ~5 ms: the resolution of the convergence times. Each
+# request makes busybox httpd fork; polling much faster loads the 2 cores enough to slow down the
+# very `docker run` being timed (2 ms polling added ~40 ms to its p50 here).
+POLL_INTERVAL = 0.005
 
 
 # ---- small helpers -----------------------------------------------------------------------------
@@ -140,6 +129,7 @@ class Bench:
         self.label_key = f"waypost.bench-{dockerkit.SESSION}.connect"
         self.service = f"web-{uuid.uuid4().hex[:8]}"
         self.image = ""
+        self.backend_image = ""
         self.up: subprocess.Popen | None = None
         self.up_log = workdir / "up.log"
         self.http = ""
@@ -153,7 +143,7 @@ class Bench:
         self.http = f"http://127.0.0.1:{http}"
         out = open(self.up_log, "w")  # noqa: SIM115 - the child owns it
         self.up = subprocess.Popen(
-            [sys.executable, __file__, "--child-up", self.label_key, "--http", f"127.0.0.1:{http}",
+            [sys.executable, "-m", "waypost", "up", "--inject-label", self.label_key, "--http", f"127.0.0.1:{http}",
              "--dns", f"127.0.0.1:{dns}", "--node", "bench", "--internal", "--lb", "round-robin",
              "--connect-timeout", "1", "--log-level", "warning"],
             stdout=out, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -194,8 +184,7 @@ class Bench:
     # ---- containers --------------------------------------------------------------------------
 
     def run_backend(self) -> Any:
-        return self.kit.run(self.docker, self.image, BACKEND_CMD, environment={"SERVICE_NAME": self.service},
-                            ports={"8080/tcp": None})
+        return self.kit.run(self.docker, self.backend_image, BACKEND_CMD, environment={"SERVICE_NAME": self.service})
 
     def run_client(self) -> Any:
         return self.kit.run(self.docker, self.image, ["sleep", "3600"],
@@ -253,7 +242,7 @@ class Bench:
                 if new_id and answer == new_id[0]:
                     first.append(time.monotonic())
                     return
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(POLL_INTERVAL)
 
         task = asyncio.create_task(requester())
         await asyncio.sleep(0.05)  # let a request be in flight (held, in the from-zero case)
@@ -338,6 +327,10 @@ class Bench:
         from waypost.ambassador.netns import NamespaceBinder
 
         self.image = await asyncio.to_thread(self.kit.build_image, self.docker)
+        # backends EXPOSE their port and publish nothing: `waypost up --internal` registers container
+        # IPs, so a host port (and Docker's per-port proxy process) would be dead weight
+        self.backend_image = await asyncio.to_thread(
+            self.kit.build_image, self.docker, f"{self.kit.SESSION}-web", ("EXPOSE 8080/tcp",))
         await asyncio.to_thread(self.start_up)
         self.binder = NamespaceBinder()
         client = await asyncio.to_thread(self.run_client)
@@ -388,9 +381,6 @@ def print_table(r: dict[str, Any], runs: int, clients: int) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "--child-up":
-        child_up(sys.argv[2], sys.argv[3:])
-        return
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 runs per case and 20 clients (about 30 s)")
     parser.add_argument("--runs", type=int, default=None, help="convergence runs per case (default 20)")

@@ -75,15 +75,18 @@ def _rootfs_tar(busybox: str) -> bytes:
     return buf.getvalue()
 
 
-def build_image(docker_client: Any, tag: str | None = None) -> str:
-    """Import the busybox image as ``waypost-test/busybox:<session>`` (labelled); returns its name."""
+def build_image(docker_client: Any, tag: str | None = None, extra_changes: tuple[str, ...] = ()) -> str:
+    """Import the busybox image as ``waypost-test/busybox:<session>`` (labelled); returns its name.
+
+    ``extra_changes`` are more Dockerfile instructions for the import (e.g. ``EXPOSE 8080/tcp``).
+    """
     busybox = shutil.which("busybox") or "/usr/bin/busybox"
     if not os.path.exists(busybox):
         from tests.tooling import missing
 
         missing("busybox is not installed", "apt-get install -y busybox-static")
     tag = tag or SESSION
-    changes = [f"LABEL {LABEL}={SESSION}", "ENV PATH=/bin", 'CMD ["sh"]']
+    changes = [f"LABEL {LABEL}={SESSION}", "ENV PATH=/bin", 'CMD ["sh"]', *extra_changes]
     docker_client.api.import_image_from_data(_rootfs_tar(busybox), repository=IMAGE_REPO, tag=tag, changes=changes)
     return f"{IMAGE_REPO}:{tag}"
 
