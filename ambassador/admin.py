@@ -39,6 +39,8 @@ class AmbassadorCollector(Collector):
         refused = CounterMetricFamily(f"{PREFIX}_connections_refused",
                                       "Client connections refused or closed without a backend",
                                       labels=["route", "reason"])
+        idle = CounterMetricFamily(f"{PREFIX}_idle_closed", "Connections closed by --idle-timeout",
+                                   labels=["route"])
         b_active = GaugeMetricFamily(f"{PREFIX}_backend_connections_active", "Open connections per backend",
                                      labels=["route", "backend"])
         b_total = CounterMetricFamily(f"{PREFIX}_backend_connections", "Connections made per backend",
@@ -58,6 +60,7 @@ class AmbassadorCollector(Collector):
             refused.add_metric([name, "max_conns"], c.refused)
             refused.add_metric([name, "no_backend"], c.no_backend)
             refused.add_metric([name, "all_failed"], c.all_failed)
+            idle.add_metric([name], c.idle_closed)
             for b in route.balancer.all_backends():
                 labels = [name, b.address]
                 b_active.add_metric(labels, b.active)
@@ -72,7 +75,7 @@ class AmbassadorCollector(Collector):
         limit.add_metric([], amb.limiter.limit)
         fds = CounterMetricFamily(f"{PREFIX}_fd_exhausted", "Connections refused for lack of file descriptors")
         fds.add_metric([], amb.limiter.fd_exhausted)
-        yield from (active, total, refused, b_active, b_total, b_bytes, b_fail, b_state, limit, fds)
+        yield from (active, total, refused, idle, b_active, b_total, b_bytes, b_fail, b_state, limit, fds)
 
 
 def make_registry(ambassador: Ambassador) -> CollectorRegistry:

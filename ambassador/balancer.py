@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 log = logging.getLogger("waypost.ambassador")
+STARTUP_GRACE = 2.0  # seconds a new backend's refused connects are retried instead of failing clients
 
 POLICIES = ("p2c", "round-robin", "least-conn", "random")
 
@@ -61,6 +63,7 @@ class Backend:
     __slots__ = (
         "endpoint", "host", "port", "address", "removed", "active", "total", "bytes_up", "bytes_down",
         "connect_failures", "consecutive_failures", "ejections", "eject_until", "conns", "drain_handle",
+        "added_at",
     )
 
     def __init__(self, endpoint: Endpoint) -> None:
@@ -79,6 +82,7 @@ class Backend:
         self.eject_until = 0.0
         self.conns: set[Closable] = set()
         self.drain_handle: asyncio.TimerHandle | None = None
+        self.added_at = -math.inf  # when it joined the set (balancer clock): see Balancer.starting
 
     def state(self, now: float | None = None) -> str:
         if self.removed:
@@ -138,6 +142,7 @@ class Balancer:
         self._live: list[Backend] = []  # self.backends.values() as a list, for fast picks
         self._rr = 0
         self._changed = asyncio.Event()  # replaced after each wake-up
+        self._known = False  # set_backends was called once: later additions are new instances
         self.retired_bytes_up = 0
         self.retired_bytes_down = 0
         self.retired_total = 0
@@ -167,10 +172,13 @@ class Balancer:
                     log.info("route %s: backend %s is back", self.name, backend.address)
                 else:
                     backend = Backend(ep)
+                    if self._known:  # the first set (static, or the first catalog answer) is not "starting"
+                        backend.added_at = self._clock()
                     log.info("route %s: backend %s added", self.name, backend.address)
             backend.endpoint = ep  # the instance ID may have changed
             fresh[key] = backend
         self.backends = fresh
+        self._known = True
         self._live = list(fresh.values())
         if self._live:
             self._wake()
@@ -268,6 +276,19 @@ class Balancer:
         self._changed = asyncio.Event()
 
     # ---- outcomes ----------------------------------------------------------------------------
+
+    def starting(self, backend: Backend) -> bool:
+        """True in the first STARTUP_GRACE seconds after the backend joined a set already known
+        (not for static backends or the instances of the first catalog answer).
+
+        Registrators record a container when it starts, often a few milliseconds before its
+        process listens: a refused connect then means "not yet", not "broken".
+        """
+        return self._clock() - backend.added_at < STARTUP_GRACE
+
+    def refused_while_starting(self, backend: Backend) -> None:
+        """Count a refused connect to a starting backend without moving it towards ejection."""
+        backend.connect_failures += 1
 
     def connect_failed(self, backend: Backend, reason: str = "") -> None:
         """Count a failed connect; eject after `eject_after` in a row, for a growing cool-down."""

@@ -69,6 +69,9 @@ def add_balancer_flags(group: argparse._ActionsContainer) -> None:
                        help="hold a client this long for a backend to appear, then close it")
     group.add_argument("--drain-timeout", type=_nonneg_float, default=None, metavar="S",
                        help="reset connections to a removed backend after S seconds (default: never)")
+    group.add_argument("--idle-timeout", type=_nonneg_float, default=None, metavar="S",
+                       help="close a connection after S seconds with no byte either way (default: never); "
+                       "frees connections whose backend hung after the client gave up")
     group.add_argument("--max-conns", type=int, default=0, metavar="N",
                        help="refuse client connections beyond N open ones (0: as many as file descriptors allow)")
 
@@ -82,6 +85,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         eject_after=args.eject_after,
         wait_for_backends=args.wait_for_backends,
         drain_timeout=args.drain_timeout,
+        idle_timeout=args.idle_timeout,
         max_conns=args.max_conns,
         reuse_port=getattr(args, "reuse_port", False) or getattr(args, "workers", 1) > 1,
     )
@@ -91,7 +95,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
     """One extra sidecar worker: the same routes and balancer flags, no admin, shared ports."""
     return worker_argv("ambassador", args,
                        values=("lb", "connect_timeout", "retries", "eject_after", "wait_for_backends",
-                               "drain_timeout", "max_conns"),
+                               "drain_timeout", "idle_timeout", "max_conns"),
                        lists=("route",))
 
 

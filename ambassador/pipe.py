@@ -62,9 +62,10 @@ def _set_linger_reset(transport: asyncio.BaseTransport) -> None:
 
 
 class _Side(asyncio.Protocol):
-    __slots__ = ("transport", "peer", "pipe", "eof", "lost", "early", "_write")
+    __slots__ = ("transport", "peer", "pipe", "eof", "lost", "early", "_write", "moved")
 
     def __init__(self) -> None:
+        self.moved = 0  # chunks received: the idle sweep compares it between two looks
         self.transport: asyncio.Transport | None = None
         self.peer: _Side | None = None
         self.pipe: Pipe | None = None
@@ -144,6 +145,7 @@ class ClientSide(_Side):
                 self.early.append(data)
             return
         write(data)
+        self.moved += 1
         self.backend.bytes_up += len(data)  # type: ignore[union-attr]
 
     def close(self, linger: float = 1.0) -> None:
@@ -195,6 +197,7 @@ class UpstreamSide(_Side):
             self.early.append(data)
             return
         write(data)
+        self.moved += 1
         self.backend.bytes_down += len(data)
 
 
@@ -205,15 +208,17 @@ class Pipe:
     and let bytes flow. ``on_close`` runs once, when both halves are gone.
     """
 
-    __slots__ = ("client", "upstream", "backend", "on_close", "done")
+    __slots__ = ("client", "upstream", "backend", "on_close", "done", "seen", "idle_since")
 
     def __init__(self, client: ClientSide, upstream: UpstreamSide, backend: Backend,
-                 on_close: Callable[[Pipe], None]) -> None:
+                 on_close: Callable[[Pipe], None], now: float = 0.0) -> None:
         self.client = client
         self.upstream = upstream
         self.backend = backend
         self.on_close = on_close
         self.done = False
+        self.seen = 0  # client.moved + upstream.moved at the last idle sweep
+        self.idle_since = now
 
     def start(self) -> None:
         """Link the halves, forward anything that arrived early, and resume the client."""
@@ -247,6 +252,20 @@ class Pipe:
             return
         self.done = True
         self.on_close(self)
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since bytes last moved either way (as of the sweeps, which call this)."""
+        moved = self.client.moved + self.upstream.moved
+        if moved != self.seen:
+            self.seen = moved
+            self.idle_since = now
+        return now - self.idle_since
+
+    def close(self) -> None:
+        """End both halves cleanly (FIN after what is buffered): the idle timeout's way out."""
+        for side in (self.client, self.upstream):
+            if side.transport is not None and not side.lost:
+                side.transport.close()
 
     def abort(self) -> None:
         """End both halves with a reset (drain timeout, shutdown)."""

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("waypost.ambassador")
 
 SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+STARTING_PAUSE = 0.02  # first pause before retrying a backend that refused in its first seconds
 FD_RESERVE = 32  # descriptors kept for the listener, admin, catalog and logs
 
 
@@ -111,6 +112,7 @@ class Options:
     eject_max: float = 60.0
     wait_for_backends: float = 5.0
     drain_timeout: float | None = None
+    idle_timeout: float | None = None  # close connections idle both ways this long (None: never)
     max_conns: int = 0  # 0: as many as the descriptor limit allows
     strict_services: bool = True  # unknown catalog service at start → ConfigError
     backlog: int = 1024
@@ -128,6 +130,9 @@ class Options:
             raise ConfigError("--max-conns must be >= 0 (0: limited by file descriptors)")
         if self.drain_timeout is not None and self.drain_timeout < 0:
             raise ConfigError("--drain-timeout must be >= 0")
+        if self.idle_timeout is not None and self.idle_timeout <= 0:
+            raise ConfigError("--idle-timeout must be more than 0 seconds (leave it out to never close idle "
+                              "connections)")
 
 
 class RateLimitedLog:
@@ -201,6 +206,7 @@ class RouteCounters:
     no_backend: int = 0
     all_failed: int = 0
     connect_failures: int = 0
+    idle_closed: int = 0
 
 
 class Route:
@@ -233,6 +239,7 @@ class Route:
         self.sockets: list[socket.socket] = []
         self.watch: Any = None
         self._watch_task: asyncio.Task[None] | None = None
+        self._idle_task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._log = RateLimitedLog()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -260,6 +267,9 @@ class Route:
         self.sockets = list(self.server.sockets or ())
         if self.spec.service and self.catalog is not None:
             self._watch_task = loop.create_task(self._follow(), name=f"route {self.name} watch")
+        if self.options.idle_timeout:
+            self._idle_task = loop.create_task(self._sweep_idle(self.options.idle_timeout),
+                                               name=f"route {self.name} idle sweep")
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -273,10 +283,11 @@ class Route:
         """Stop listening and watching, and reset every open connection."""
         if self.server is not None:
             self.server.close()
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            await asyncio.gather(self._watch_task, return_exceptions=True)
-            self._watch_task = None
+        for task in (self._watch_task, self._idle_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._watch_task = self._idle_task = None
         for task in list(self._pending):
             task.cancel()
         if self._pending:
@@ -303,6 +314,24 @@ class Route:
             except Exception:  # the watch handles catalog errors itself; this is a bug guard
                 log.exception("route %s: catalog watch failed; restarting it in 1s", self.name)
                 await asyncio.sleep(1.0)
+
+    async def _sweep_idle(self, timeout: float) -> None:
+        """Close connections that moved no byte either way for `timeout` seconds (--idle-timeout).
+
+        Looks every timeout/4 (at least every 5 s), so a connection is closed between `timeout`
+        and 1.25 × `timeout` after its last byte; the data path only counts chunks.
+        """
+        loop = asyncio.get_running_loop()
+        interval = min(max(timeout / 4, 0.01), 5.0)
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for pipe in list(self.pipes):
+                if not pipe.done and pipe.idle_for(now) >= timeout:
+                    self.counters.idle_closed += 1
+                    log.debug("route %s: closing a connection to %s idle for %gs (--idle-timeout)",
+                              self.name, pipe.backend.address, timeout)
+                    pipe.close()
 
     def set_backends(self, backends: Iterable[Instance | Endpoint | tuple[str, int]]) -> None:
         """Replace the backend set (catalog instances, endpoints or (host, port) pairs)."""
@@ -372,10 +401,20 @@ class Route:
         balancer = self.balancer
         opts = self.options
         tried: set[Backend] = set()
+        starting: set[Backend] = set()  # refused the connect in their first seconds: retried
         errors: list[str] = []
         deadline: float | None = None
+        pause = STARTING_PAUSE
         while True:
             backend = balancer.pick(tried)
+            if backend is None and starting:
+                if deadline is None:
+                    deadline = loop.time() + opts.wait_for_backends
+                if await self._pause_for_starting(client, deadline, pause):
+                    tried -= starting
+                    starting.clear()
+                    pause = min(pause * 2, 8 * STARTING_PAUSE)
+                    continue
             if backend is None:
                 if balancer.has_backends():  # every backend was tried and failed
                     self.counters.all_failed += 1
@@ -409,10 +448,14 @@ class Route:
                     return False
                 reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
                 self.counters.connect_failures += 1
-                balancer.connect_failed(backend, reason)
                 tried.add(backend)
                 errors.append(f"{backend.address}: {reason}")
-                if len(tried) > opts.retries:
+                if isinstance(exc, ConnectionRefusedError) and balancer.starting(backend):
+                    balancer.refused_while_starting(backend)
+                    starting.add(backend)
+                    continue  # try the others now; this one again after a pause (see above)
+                balancer.connect_failed(backend, reason)
+                if len(tried) - len(starting) > opts.retries:
                     self.counters.all_failed += 1
                     self._log.warning("all-failed", "route %s: connect failed (%s) after %d attempt(s) "
                                       "(--retries %d); closing the client", self.name, "; ".join(errors),
@@ -420,11 +463,19 @@ class Route:
                     client.close()
                     return False
                 continue
-            pipe = Pipe(client, upstream, backend, self._pipe_closed)
+            pipe = Pipe(client, upstream, backend, self._pipe_closed, loop.time())
             balancer.connected(backend, pipe)
             self.pipes.add(pipe)
             pipe.start()
             return True
+
+    async def _pause_for_starting(self, client: ClientSide, deadline: float, pause: float) -> bool:
+        """Wait `pause` (within the --wait-for-backends window) before retrying starting backends."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0 or client.lost:
+            return False
+        await asyncio.sleep(min(pause, remaining))
+        return not client.lost
 
     # ---- views -------------------------------------------------------------------------------
 
@@ -447,6 +498,7 @@ class Route:
             "no_backend": self.counters.no_backend,
             "all_failed": self.counters.all_failed,
             "connect_failures": self.counters.connect_failures,
+            "idle_closed": self.counters.idle_closed,
             "bytes_up": b.retired_bytes_up + sum(x.bytes_up for x in backends),
             "bytes_down": b.retired_bytes_down + sum(x.bytes_down for x in backends),
             "backends": b.snapshot(),

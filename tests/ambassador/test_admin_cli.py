@@ -48,6 +48,7 @@ async def test_admin_endpoints(backends, ambassador_factory):
     labels = f'backend="127.0.0.1:{server.port}",direction="up",route="127.0.0.1:0=127.0.0.1:{server.port}"'
     assert f"waypost_ambassador_bytes_total{{{labels}}} 9.0" in text
     assert "waypost_ambassador_connections_total{" in text
+    assert f'waypost_ambassador_idle_closed_total{{route="127.0.0.1:0=127.0.0.1:{server.port}"}} 0.0' in text
     assert "waypost_ambassador_backend_state{" in text and "waypost_ambassador_connect_failures_total{" in text
 
 

@@ -328,3 +328,93 @@ async def test_ipv6_listen_and_backend(backends, ambassador_factory):
         writer.close()
     finally:
         server.close()
+
+
+async def test_idle_timeout_frees_a_connection_whose_backend_hung(backends, ambassador_factory):
+    """A backend that never answers nor closes: once the client gives up (half-close), --idle-timeout
+    closes both halves instead of holding the upstream connection forever."""
+    async def hung(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads the request and the client's end of stream...
+        await asyncio.Event().wait()  # ...and then neither answers nor closes
+
+    server = await backends(hung, name="hung")
+    amb = await ambassador_factory([f"127.0.0.1:0=127.0.0.1:{server.port}"], idle_timeout=0.3)
+    route = amb.routes[0]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(amb))
+    writer.write(b"anyone there?\n")
+    writer.write_eof()  # the client gives up waiting
+    async with asyncio.timeout(3):
+        assert await reader.read() == b""  # a clean end of stream, not a reset, not a hang
+        while route.active:  # the upstream half is gone too
+            await asyncio.sleep(0.02)
+    writer.close()
+    assert route.snapshot()["idle_closed"] == 1
+
+
+async def test_idle_timeout_spares_connections_that_keep_talking(backends, ambassador_factory):
+    server = await backends(name="s")
+    amb = await ambassador_factory([f"127.0.0.1:0=127.0.0.1:{server.port}"], idle_timeout=0.4)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(amb))
+    for i in range(8):  # 1.2 s in all, never 0.4 s quiet
+        writer.write(b"%d\n" % i)
+        assert await asyncio.wait_for(reader.readline(), 2) == b"s:%d\n" % i
+        await asyncio.sleep(0.15)
+    writer.close()
+    assert amb.routes[0].snapshot()["idle_closed"] == 0
+
+
+async def test_without_idle_timeout_quiet_connections_stay_open(backends, ambassador_factory):
+    """The default never closes idle connections (client pools keep them for minutes)."""
+    server = await backends(name="s")
+    amb = await ambassador_factory([f"127.0.0.1:0=127.0.0.1:{server.port}"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(amb))
+    writer.write(b"a\n")
+    assert await reader.readline() == b"s:a\n"
+    await asyncio.sleep(1.0)
+    writer.write(b"b\n")
+    assert await asyncio.wait_for(reader.readline(), 2) == b"s:b\n"
+    writer.close()
+
+
+def test_idle_timeout_must_be_positive():
+    with pytest.raises(ConfigError, match="--idle-timeout"):
+        Options(idle_timeout=0)
+
+
+async def test_a_new_instance_that_is_not_listening_yet_is_retried_not_failed(ambassador_factory):
+    """Registrators record a container as it starts, a moment before its process listens. A client
+    sent to it in that moment is held and retried (within --wait-for-backends), not closed."""
+    amb = await ambassador_factory(["127.0.0.1:0=web"], eject_after=2)
+    route = amb.routes[0]
+    route.set_backends([])  # the first catalog answer: no instance yet
+    port = free_port()
+    route.set_backends([("127.0.0.1", port)])  # registered, but nothing listens yet
+    answer = asyncio.ensure_future(ask(port_of(amb), b"early\n"))
+    await asyncio.sleep(0.3)  # several refused connects meanwhile
+    assert not answer.done()
+
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"late:" + await reader.readline())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(greet, "127.0.0.1", port)
+    try:
+        assert await asyncio.wait_for(answer, 3) == b"late:early\n"
+        [backend] = route.snapshot()["backends"]
+        assert backend["state"] == "up"  # refusals while starting don't eject it
+        assert backend["connect_failures"] >= 2
+    finally:
+        server.close()
+
+
+async def test_an_established_instance_that_refuses_fails_fast(ambassador_factory):
+    """The grace is for new instances only: one from the first answer that refuses is a failure."""
+    amb = await ambassador_factory(["127.0.0.1:0=web"], retries=0)
+    amb.routes[0].set_backends([("127.0.0.1", free_port())])  # the first answer
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(amb))
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    assert loop.time() - started < 1.0
