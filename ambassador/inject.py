@@ -135,7 +135,8 @@ class Injector:
     """Watches Docker and keeps an ambassador attached to every labelled running container."""
 
     def __init__(self, catalog: CatalogClient, options: Options | None = None, docker_url: str | None = None,
-                 label: str = LABEL) -> None:
+                 label: str = LABEL, events: EventBridge | None = None) -> None:
+        """`events`: a started Docker event bridge to share (``waypost up``); else one of its own."""
         self.catalog = catalog
         self.options = options or Options(strict_services=False)
         self.label = label
@@ -147,7 +148,8 @@ class Injector:
         self.unavailable: str | None = None
         self._binder: NamespaceBinder | None = None
         self._queue: asyncio.Queue[DockerEvent] = asyncio.Queue()
-        self._bridge: EventBridge | None = None
+        self._bridge: EventBridge | None = events
+        self._owns_bridge = events is None
         self._consumer: asyncio.Task[None] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self.synced = asyncio.Event()
@@ -165,8 +167,11 @@ class Injector:
             self.limiter.limit = default_max_conns()
         self._binder = NamespaceBinder()
         loop = asyncio.get_running_loop()
-        self._bridge = EventBridge(self._queue, loop, self._docker_url)
-        self._bridge.start()
+        if self._owns_bridge:
+            self._bridge = EventBridge(self._queue, loop, self._docker_url)
+            self._bridge.start()
+        else:
+            self._bridge.subscribe(self._queue)  # type: ignore[union-attr]
         self._consumer = loop.create_task(self._consume(), name="injector events")
         return True
 
@@ -176,7 +181,10 @@ class Injector:
             self._consumer.cancel()
             await asyncio.gather(self._consumer, return_exceptions=True)
         if self._bridge is not None:
-            await self._bridge.stop()
+            if self._owns_bridge:
+                await self._bridge.stop()
+            else:
+                self._bridge.unsubscribe(self._queue)
         for cid in list(self.attached):
             await self._detach(cid)
         await self.feed.close()

@@ -48,7 +48,8 @@ class Registrator:
     """Keeps the catalog equal to this Docker host's running containers (see the package docs)."""
 
     def __init__(self, client: CatalogClient, options: RegistratorOptions | None = None,
-                 docker_url: str | None = None) -> None:
+                 docker_url: str | None = None, events: EventBridge | None = None) -> None:
+        """`events`: a started Docker event bridge to share (``waypost up``); else one of its own."""
         self.client = client
         self.options = options or RegistratorOptions()
         self.docker_url = docker_url
@@ -56,7 +57,8 @@ class Registrator:
         self.reconciler: Reconciler | None = None
         self.default_ip = ""
         self._queue: asyncio.Queue[DockerEvent] = asyncio.Queue()
-        self._bridge: EventBridge | None = None
+        self._bridge: EventBridge | None = events
+        self._owns_bridge = events is None
         self._tasks: list[asyncio.Task[Any]] = []
         self._sync_task: asyncio.Task[None] | None = None
         self._sync_again = False
@@ -78,8 +80,11 @@ class Registrator:
         await self._wait_for_catalog()
         loop = asyncio.get_running_loop()
         self.started_at = time.time()
-        self._bridge = EventBridge(self._queue, loop, self.docker_url)
-        self._bridge.start()
+        if self._owns_bridge:
+            self._bridge = EventBridge(self._queue, loop, self.docker_url)
+            self._bridge.start()
+        else:
+            self._bridge.subscribe(self._queue)  # type: ignore[union-attr]
         self._tasks = [
             loop.create_task(self._consume(), name="registrator-events"),
             loop.create_task(self._watch_catalog(), name="registrator-catalog-watch"),
@@ -96,7 +101,10 @@ class Registrator:
         await asyncio.gather(*pending, return_exceptions=True)
         self._tasks = []
         if self._bridge is not None:
-            await self._bridge.stop()
+            if self._owns_bridge:
+                await self._bridge.stop()
+            else:
+                self._bridge.unsubscribe(self._queue)
         if self.reconciler is not None:
             await self.reconciler.close()
             if self.options.deregister_on_exit:

@@ -70,17 +70,21 @@ class EventBridge:
     Each (re)connection posts a ``connected`` item *after* the stream is subscribed, so a resync
     started on it cannot miss an event; each break posts ``disconnected`` and retries with
     exponential backoff (`min_backoff` doubling to `max_backoff`).
+
+    Several consumers can share one bridge (``waypost up``: registrator and injector): each
+    :meth:`subscribe`-s its own queue and gets every item; one that joins a live stream gets a
+    ``connected`` item at once, so it resyncs like the others did.
     """
 
     def __init__(
         self,
-        queue: asyncio.Queue[DockerEvent],
+        queue: asyncio.Queue[DockerEvent] | None,
         loop: asyncio.AbstractEventLoop,
         docker_url: str | None = None,
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
     ) -> None:
-        self._queue = queue
+        self._queues: list[asyncio.Queue[DockerEvent]] = [queue] if queue is not None else []
         self._loop = loop
         self._docker_url = docker_url
         self.min_backoff = min_backoff
@@ -113,11 +117,31 @@ class EventBridge:
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, timeout)
 
+    def subscribe(self, queue: asyncio.Queue[DockerEvent]) -> None:
+        """Deliver every later item to `queue` too (call on the loop's thread)."""
+        if queue not in self._queues:
+            self._queues.append(queue)
+            if self.connected:
+                queue.put_nowait(DockerEvent(kind=CONNECTED))
+
+    def unsubscribe(self, queue: asyncio.Queue[DockerEvent]) -> None:
+        """Stop delivering to `queue`."""
+        if queue in self._queues:
+            self._queues.remove(queue)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def _post(self, item: DockerEvent) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            self._loop.call_soon_threadsafe(self._deliver, item)
         except RuntimeError:  # the loop is closed: we are shutting down
             self._stopping.set()
+
+    def _deliver(self, item: DockerEvent) -> None:  # on the loop
+        for queue in self._queues:
+            queue.put_nowait(item)
 
     def _run(self) -> None:
         backoff = self.min_backoff

@@ -37,7 +37,7 @@ from waypost.dns.cli import add_answer_flags
 from waypost.dns.cli import config_from_args as dns_config_from_args
 from waypost.dns.server import DnsServer
 from waypost.dns.view import CatalogView
-from waypost.docker_events import DockerAPI
+from waypost.docker_events import DockerAPI, EventBridge
 from waypost.registrator import Registrator
 from waypost.registrator.cli import add_registrator_flags
 from waypost.registrator.cli import options_from_args as registrator_options_from_args
@@ -118,6 +118,7 @@ class Host:
         self.view: CatalogView | None = None
         self.dns: DnsServer | None = None
         self.injector: Injector | None = None
+        self.events: EventBridge | None = None  # one Docker event stream for registrator and injector
         self._runner: web.AppRunner | None = None
         self.registries: list[CollectorRegistry] = []
 
@@ -151,7 +152,10 @@ class Host:
         assert self.catalog_config is not None
         self.client = CatalogClient(self.catalog_config)
 
-        self.registrator = Registrator(self.client, self.registrator_options, docker_url=self.args.docker)
+        self.events = EventBridge(None, asyncio.get_running_loop(), self.args.docker)
+        self.events.start()
+        self.registrator = Registrator(self.client, self.registrator_options, docker_url=self.args.docker,
+                                       events=self.events)
         try:
             await self.registrator.start()
         except CatalogUnavailable as exc:
@@ -169,7 +173,7 @@ class Host:
 
         if not self.args.no_inject:
             self.injector = Injector(self.client, self.ambassador_options, docker_url=self.args.docker,
-                                    label=self.args.inject_label)
+                                    label=self.args.inject_label, events=self.events)
             if await self.injector.start():
                 registry = CollectorRegistry(auto_describe=False)
                 registry.register(AmbassadorCollector(self.injector))  # type: ignore[arg-type]
@@ -184,6 +188,8 @@ class Host:
                     await component.stop()
                 except Exception:  # keep stopping the rest
                     log.exception("stopping %s failed", type(component).__name__)
+        if self.events is not None:
+            await self.events.stop()
         if self.client is not None:
             await self.client.close()
         if self._runner is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from tests.dockerkit import run as docker_run
 from waypost.docker_events import CONTAINER, DISCONNECTED, DockerEvent, EventBridge, parse_event
 
 
@@ -45,3 +46,33 @@ async def test_bridge_reports_unreachable_engine_and_stops_promptly(tmp_path) ->
     await bridge.stop()
     assert time.monotonic() - started < 2
     assert not bridge.connected
+
+
+async def test_one_bridge_feeds_every_subscriber(docker_client, busybox_image) -> None:
+    """`waypost up` shares one event stream between registrator and injector: each subscriber gets
+    every event, and one that joins a live stream gets `connected` at once (so it resyncs)."""
+    from waypost.docker_events import CONNECTED
+
+    first: asyncio.Queue[DockerEvent] = asyncio.Queue()
+    late: asyncio.Queue[DockerEvent] = asyncio.Queue()
+    bridge = EventBridge(None, asyncio.get_running_loop())
+    bridge.subscribe(first)
+    bridge.start()
+    try:
+        assert (await asyncio.wait_for(first.get(), 10)).kind == CONNECTED
+        bridge.subscribe(late)
+        assert late.get_nowait().kind == CONNECTED
+        container = await asyncio.to_thread(docker_run, docker_client, busybox_image)
+        for queue in (first, late):
+            while True:
+                event = await asyncio.wait_for(queue.get(), 10)
+                if event.kind == CONTAINER and event.action == "start" and event.container_id == container.id:
+                    break
+        bridge.unsubscribe(late)
+        await asyncio.to_thread(container.kill)
+        async with asyncio.timeout(10):
+            while not (event := await first.get()).action == "die":
+                pass
+        assert late.empty()  # nothing after unsubscribing
+    finally:
+        await bridge.stop()
