@@ -153,7 +153,11 @@ class BatchSocket:
                 size = ri[base_i + _I_LEN]
                 data = bytes(rdata[i * BUFFER:i * BUFFER + size])
                 namelen = ri[base_i + _I_NAMELEN]
-                resp = answer(data, bytes(rnames[i * NAME:i * NAME + namelen]))
+                try:
+                    resp = answer(data, bytes(rnames[i * NAME:i * NAME + namelen]))
+                except Exception:  # one bad datagram must not cost the rest of the batch
+                    log.exception("dns udp: failed to answer a %d-byte datagram", size)
+                    continue
                 if resp is None:
                     continue
                 rlen = len(resp)

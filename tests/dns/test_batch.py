@@ -6,11 +6,12 @@ import asyncio
 import socket
 import time
 
+import dns.flags
 import dns.message
 import dns.rcode
 import pytest
 
-from tests.dns.helpers import inst, records, start_dns
+from tests.dns.helpers import ask, inst, records, start_dns
 from waypost.dns import CatalogView
 from waypost.dns.batch import BATCH, BatchSocket, parse_sockaddr
 
@@ -112,5 +113,18 @@ async def test_slow_path_answers_reach_an_ipv6_client() -> None:
         nodata = await asyncio.to_thread(exchange, "svc0.service.consul", "TXT")
         assert refused.rcode() == dns.rcode.REFUSED
         assert nodata.rcode() == dns.rcode.NOERROR and not nodata.answer
+    finally:
+        await server.stop()
+
+
+async def test_an_answer_bigger_than_the_batch_buffer_still_goes_out_whole() -> None:
+    """EDNS lets a client take up to 64 KB over UDP; answers beyond the 4 KB batch slots are sent alone."""
+    view = CatalogView()
+    view.apply("huge", [inst(f"h-{i}", "huge", f"10.8.{i // 250}.{i % 250 + 1}", node=f"n{i}") for i in range(600)])
+    server = await start_dns(view)
+    try:
+        msg = await ask(server, "huge.service.consul", use_edns=0, payload=65000)
+        assert len(msg.to_wire()) > 4096
+        assert len(records(msg)) == 600 and not msg.flags & dns.flags.TC
     finally:
         await server.stop()
