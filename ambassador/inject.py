@@ -191,7 +191,7 @@ class Injector:
         if self._binder is not None:
             await asyncio.to_thread(self._binder.close)
             self._binder = None
-        self.docker.close()
+        await self.docker.close()
 
     # ---- events ------------------------------------------------------------------------------
 

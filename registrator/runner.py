@@ -109,7 +109,7 @@ class Registrator:
             await self.reconciler.close()
             if self.options.deregister_on_exit:
                 await self.reconciler.deregister_all()
-        await asyncio.to_thread(self.docker.close)
+        await self.docker.close()
 
     async def __aenter__(self) -> Registrator:
         await self.start()

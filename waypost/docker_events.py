@@ -3,20 +3,21 @@
 The docker SDK is blocking. Its event stream runs in ONE thread (:class:`EventBridge`) that hands
 every event to the loop with ``loop.call_soon_threadsafe`` into an :class:`asyncio.Queue`, and
 reconnects with backoff when the engine restarts or the stream breaks (posting ``disconnected`` /
-``connected`` markers so the consumer can resync). One-shot calls (inspect, list, info) run via
-:func:`asyncio.to_thread` in :class:`DockerAPI`.
+``connected`` markers so the consumer can resync). One-shot calls (inspect, list, info) are plain
+HTTP requests on the loop (:class:`DockerAPI`, aiohttp over the engine's socket): no thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import docker
-import docker.errors
 
 log = logging.getLogger("waypost.docker")
 
@@ -190,47 +191,90 @@ class EventBridge:
         self.connected = False
 
 
-class DockerAPI:
-    """Inspect / list / info on the Docker engine without blocking the loop (via to_thread).
+class DockerError(Exception):
+    """The engine answered a call with an error status."""
 
-    The client is created lazily, so a down engine at start-up only makes calls fail (and be
-    retried by the caller) instead of failing construction.
+    def __init__(self, status: int, what: str, message: str) -> None:
+        super().__init__(f"docker {what}: HTTP {status}: {message}")
+        self.status = status
+
+
+class DockerAPI:
+    """Inspect / list / info on the Docker engine, on the event loop (aiohttp over its socket).
+
+    The engine's address comes from `docker_url`, else ``DOCKER_HOST`` (with ``DOCKER_TLS_VERIFY``
+    and ``DOCKER_CERT_PATH``), else the local socket, resolved by the docker SDK's own helpers so
+    it means what it means to the event stream. The HTTP session is made on first use, so a down
+    engine at start-up only makes calls fail (and be retried by the caller).
     """
 
-    def __init__(self, docker_url: str | None = None) -> None:
+    def __init__(self, docker_url: str | None = None, timeout: float = 30.0) -> None:
         self._docker_url = docker_url
-        self._client: docker.APIClient | None = None
-        self._lock = threading.Lock()
+        self._timeout = timeout
+        self._session: Any = None
+        self._base = ""
 
-    def _get(self) -> docker.APIClient:
-        with self._lock:
-            if self._client is None:
-                self._client = make_client(self._docker_url)
-            return self._client
+    def _connect_args(self) -> tuple[str, dict[str, Any]]:
+        """(base URL, aiohttp connector kwargs) for the engine's address."""
+        import aiohttp
 
-    def _inspect(self, container_id: str) -> dict[str, Any] | None:
-        try:
-            return self._get().inspect_container(container_id)
-        except docker.errors.NotFound:
-            return None
+        if self._docker_url:
+            base_url, tls = self._docker_url, None
+        else:
+            env = docker.utils.kwargs_from_env()
+            base_url, tls = env.get("base_url"), env.get("tls")
+        url = docker.utils.parse_host(base_url, False, tls=bool(tls))
+        if url.startswith("http+unix://"):
+            return "http://docker", {"connector": aiohttp.UnixConnector(path=url[len("http+unix://"):])}
+        if url.startswith("ssh://"):
+            raise DockerError(0, "connect", f"{url}: ssh:// engines are not supported; use unix:// or tcp://")
+        ssl_context: Any = None
+        if url.startswith("https://"):
+            import ssl
+
+            verify = bool(getattr(tls, "verify", True))
+            ca = getattr(tls, "ca_cert", None) if isinstance(getattr(tls, "ca_cert", None), str) else None
+            ssl_context = ssl.create_default_context(cafile=ca)
+            if not verify:
+                ssl_context.check_hostname = False
+                ssl_context.verify_mode = ssl.CERT_NONE
+            cert = getattr(tls, "cert", None)
+            if cert:
+                ssl_context.load_cert_chain(*cert)
+        return url.rstrip("/"), {"connector": aiohttp.TCPConnector(ssl=ssl_context if ssl_context else False)}
+
+    async def _get(self, path: str, what: str, missing_ok: bool = False) -> Any:
+        import aiohttp
+
+        if self._session is None:
+            self._base, kwargs = self._connect_args()
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout), **kwargs)
+        async with self._session.get(self._base + path) as resp:
+            if resp.status == 404 and missing_ok:
+                return None
+            if resp.status != 200:
+                text = (await resp.text()).strip()
+                try:
+                    text = json.loads(text).get("message", text)
+                except (ValueError, AttributeError):
+                    pass
+                raise DockerError(resp.status, what, text[:300])
+            return await resp.json(content_type=None)
 
     async def inspect(self, container_id: str) -> dict[str, Any] | None:
         """The container's inspect document, or None when it no longer exists."""
-        return await asyncio.to_thread(self._inspect, container_id)
-
-    def _running(self) -> list[tuple[str, str]]:
-        return [(c["Id"], (c.get("Names") or ["/"])[0].lstrip("/")) for c in self._get().containers()]
+        return await self._get(f"/containers/{quote(container_id, safe='')}/json", "inspect", missing_ok=True)
 
     async def running(self) -> list[tuple[str, str]]:
         """(id, name) of every running (and paused) container."""
-        return await asyncio.to_thread(self._running)
+        listed = await self._get("/containers/json", "list containers") or []
+        return [(c["Id"], (c.get("Names") or ["/"])[0].lstrip("/")) for c in listed]
 
     async def info(self) -> dict[str, Any]:
         """The engine's ``/info`` (``Name`` is the Docker host's host name)."""
-        return await asyncio.to_thread(lambda: self._get().info())
+        return await self._get("/info", "info") or {}
 
-    def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -86,7 +86,7 @@ async def node_name(args: argparse.Namespace) -> str:
     except Exception:  # no engine yet: the registrator keeps retrying it
         name = ""
     finally:
-        docker.close()
+        await docker.close()
     return name or socket.gethostname().split(".")[0] or "waypost"
 
 

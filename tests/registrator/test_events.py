@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
+from tests.catalog.test_client import tls_files  # noqa: F401 - pytest fixture
 from tests.dockerkit import run as docker_run
 from waypost.docker_events import CONTAINER, DISCONNECTED, DockerEvent, EventBridge, parse_event
 
@@ -76,3 +79,56 @@ async def test_one_bridge_feeds_every_subscriber(docker_client, busybox_image) -
         assert late.empty()  # nothing after unsubscribing
     finally:
         await bridge.stop()
+
+
+async def test_docker_api_calls_run_on_the_loop(docker_client, busybox_image) -> None:
+    """inspect / running / info against the real engine, as plain HTTP on the event loop."""
+    from waypost.docker_events import DockerAPI
+
+    api = DockerAPI()
+    try:
+        container = await asyncio.to_thread(docker_run, docker_client, busybox_image)
+        doc = await api.inspect(container.id)
+        assert doc is not None and doc["Id"] == container.id and doc["State"]["Running"]
+        assert (container.id, container.name) in await api.running()
+        assert await api.inspect("no-such-container-" + container.id[:6]) is None
+        assert (await api.info())["Name"]
+    finally:
+        await api.close()
+
+
+async def test_docker_api_errors_name_the_problem(tmp_path, monkeypatch) -> None:
+    from waypost.docker_events import DockerAPI, DockerError
+
+    down = DockerAPI(f"unix://{tmp_path}/no-docker.sock")
+    try:
+        with pytest.raises(OSError, match="no-docker.sock"):
+            await down.info()
+    finally:
+        await down.close()
+    ssh = DockerAPI("ssh://user@example.invalid")
+    with pytest.raises(DockerError, match="ssh:// engines are not supported"):
+        await ssh.info()
+
+
+async def test_docker_host_with_tls_from_the_environment(tls_files, monkeypatch) -> None:  # noqa: F811
+    """DOCKER_HOST / DOCKER_TLS_VERIFY / DOCKER_CERT_PATH mean what they mean to the docker CLI."""
+    import ssl
+
+    from waypost.docker_events import DockerAPI
+
+    certs = tls_files
+    (certs / "cert.pem").write_bytes((certs / "server.pem").read_bytes())  # any client cert will do
+    (certs / "key.pem").write_bytes((certs / "server.key").read_bytes())
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2376")
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(certs))
+    base, kwargs = DockerAPI()._connect_args()
+    assert base == "https://127.0.0.1:2376"
+    context = kwargs["connector"]._ssl
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
+    await kwargs["connector"].close()
+    monkeypatch.delenv("DOCKER_HOST")
+    base, kwargs = DockerAPI()._connect_args()
+    assert base == "http://docker"  # the local socket
+    await kwargs["connector"].close()
