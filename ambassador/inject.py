@@ -204,6 +204,9 @@ class Injector:
                 elif event.kind == DISCONNECTED:
                     continue
                 elif event.kind == CONTAINER and event.action in RECHECK_ACTIONS:
+                    if (event.attributes and self.label not in event.attributes
+                            and event.container_id not in self.attached):
+                        continue  # unlabelled: events carry a container's labels, which never change
                     await self._check(event.container_id)
             except asyncio.CancelledError:
                 raise

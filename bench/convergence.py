@@ -3,11 +3,12 @@
     python bench/convergence.py            # 20 runs per case, 100 labelled clients
     python bench/convergence.py --quick    # 5 runs per case, 20 clients
 
-**Convergence**: the time from ``docker run`` of a new backend (the SDK call: create + start) to
-the first request answered by that backend through a client container's injected ambassador.
-Two cases: *scale-out* (one backend already serves; the new one is the second, balancing is
-round-robin, a request is issued every ~5 ms: ``POLL_INTERVAL``) and *from zero* (no backend; a request already
-waits in the ambassador, held by ``--wait-for-backends``, and is answered once the new backend is
+**Convergence**: the time from ``docker run`` of a new backend (create + start through the API,
+the two calls ``docker run -d`` makes) to the first request answered by that backend through a
+client container's injected ambassador. Two cases: *scale-out* (one backend already serves; the
+new one is the second, balancing is round-robin, a request is issued every ~5 ms:
+``POLL_INTERVAL``) and *from zero* (no backend; a request already waits in the ambassador, held
+by ``--wait-for-backends``, and is answered once the new backend is
 routable). The "after start" column starts the clock when the ``docker run`` call returned, which
 leaves out Docker's own create/start time and is what waypost (registrator → catalog → watch →
 balancer) adds. p99 of 20 runs is, by nearest rank, the slowest run.
@@ -184,7 +185,14 @@ class Bench:
     # ---- containers --------------------------------------------------------------------------
 
     def run_backend(self) -> Any:
-        return self.kit.run(self.docker, self.backend_image, BACKEND_CMD, environment={"SERVICE_NAME": self.service})
+        """`docker run -d` of one backend: create + start, the two calls the CLI makes (the SDK's
+        ``containers.run`` would add an inspect in between); returns the container object."""
+        api = self.docker.api
+        created = api.create_container(self.backend_image, BACKEND_CMD, environment={"SERVICE_NAME": self.service},
+                                       labels=self.kit.labels(), name=self.kit.unique_name(), stop_signal="SIGKILL",
+                                       host_config=api.create_host_config())
+        api.start(created["Id"])
+        return self.docker.containers.prepare_model({"Id": created["Id"]})
 
     def run_client(self) -> Any:
         return self.kit.run(self.docker, self.image, ["sleep", "3600"],
