@@ -273,14 +273,14 @@ class Injector:
         text = ""
         if hosts_path:
             try:
-                text = await asyncio.to_thread(_read_text, hosts_path)
+                text = await self._binder.run(_read_text, hosts_path)  # type: ignore[union-attr]
             except OSError as exc:
                 log.warning("container %s: cannot read its hosts file %s (%s); names won't resolve, "
                             "the apps must dial the 127.127.x.y addresses", name, hosts_path, exc.strerror)
         att.addresses = allocate([s.name for s in specs], read_waypost_lines(text))
         if hosts_path:
             try:
-                await asyncio.to_thread(update_file, hosts_path, att.addresses)
+                await self._binder.run(update_file, hosts_path, att.addresses)  # type: ignore[union-attr]
             except OSError as exc:
                 log.warning("container %s: cannot write its hosts file %s (%s); names won't resolve, "
                             "the apps must dial the 127.127.x.y addresses", name, hosts_path, exc.strerror)

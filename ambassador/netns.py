@@ -137,6 +137,12 @@ class NamespaceBinder:
         finally:
             os.close(target)
 
+    async def run(self, fn, *args):  # type: ignore[no-untyped-def]
+        """Run a small blocking function on this binder's thread, in the host namespace (the
+        injector's hosts-file reads and writes: the one thread that does container plumbing)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, *args)
+
     async def run_in(self, pid: int, fn, *args):  # type: ignore[no-untyped-def]
         """Run a small blocking function inside pid's network namespace (for tests and probes)."""
         loop = asyncio.get_running_loop()
