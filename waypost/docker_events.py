@@ -21,6 +21,7 @@ import docker
 
 log = logging.getLogger("waypost.docker")
 
+MAX_CONNECTIONS = 10  # to the engine for inspect/list/info; a resync's burst of inspects queues beyond
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
 CONTAINER = "container"
@@ -225,7 +226,8 @@ class DockerAPI:
             base_url, tls = env.get("base_url"), env.get("tls")
         url = docker.utils.parse_host(base_url, False, tls=bool(tls))
         if url.startswith("http+unix://"):
-            return "http://docker", {"connector": aiohttp.UnixConnector(path=url[len("http+unix://"):])}
+            return "http://docker", {"connector": aiohttp.UnixConnector(path=url[len("http+unix://"):],
+                                                                         limit=MAX_CONNECTIONS)}
         if url.startswith("ssh://"):
             raise DockerError(0, "connect", f"{url}: ssh:// engines are not supported; use unix:// or tcp://")
         ssl_context: Any = None
@@ -241,7 +243,8 @@ class DockerAPI:
             cert = getattr(tls, "cert", None)
             if cert:
                 ssl_context.load_cert_chain(*cert)
-        return url.rstrip("/"), {"connector": aiohttp.TCPConnector(ssl=ssl_context if ssl_context else False)}
+        return url.rstrip("/"), {"connector": aiohttp.TCPConnector(ssl=ssl_context if ssl_context else False,
+                                                                   limit=MAX_CONNECTIONS)}
 
     async def _get(self, path: str, what: str, missing_ok: bool = False) -> Any:
         import aiohttp
