@@ -353,9 +353,9 @@ async def test_idle_timeout_frees_a_connection_whose_backend_hung(backends, amba
 
 async def test_idle_timeout_spares_connections_that_keep_talking(backends, ambassador_factory):
     server = await backends(name="s")
-    amb = await ambassador_factory([f"127.0.0.1:0=127.0.0.1:{server.port}"], idle_timeout=0.4)
+    amb = await ambassador_factory([f"127.0.0.1:0=127.0.0.1:{server.port}"], idle_timeout=0.8)
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(amb))
-    for i in range(8):  # 1.2 s in all, never 0.4 s quiet
+    for i in range(12):  # 1.8 s in all, never 0.8 s quiet
         writer.write(b"%d\n" % i)
         assert await asyncio.wait_for(reader.readline(), 2) == b"s:%d\n" % i
         await asyncio.sleep(0.15)
