@@ -16,7 +16,7 @@ import argparse
 import asyncio
 import logging
 
-from waypost.catalog import CatalogClient
+from waypost.catalog.reader import CatalogReader
 from waypost.config import ConfigError, add_catalog_arguments, catalog_config_from_args, parse_hostport
 from waypost.dns.config import (
     DEFAULT_LISTEN,
@@ -140,7 +140,7 @@ async def _serve_metrics(server: DnsServer, listen: str):  # type: ignore[no-unt
 async def run(args: argparse.Namespace) -> int:
     """Serve until cancelled."""
     config = config_from_args(args)
-    client = CatalogClient(catalog_config_from_args(args))
+    client = CatalogReader(catalog_config_from_args(args))  # read-only: no aiohttp/py-consul
     view = CatalogView(client, only_passing=config.only_passing)
     server = DnsServer(config, view, reuse_port=args.reuse_port or config.workers > 1)
     workers = Workers()

@@ -12,8 +12,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from waypost.catalog import CRITICAL, PASSING, CatalogClient, Instance, Watch
+from waypost.catalog import CRITICAL, PASSING, Instance, Watch
+
+if TYPE_CHECKING:
+    from waypost.catalog import CatalogClient
+    from waypost.catalog.reader import CatalogReader
 
 log = logging.getLogger("waypost.dns.view")
 
@@ -29,7 +34,7 @@ class CatalogView:
     """
 
     def __init__(
-        self, client: CatalogClient | None = None, only_passing: bool = False, wait: str = "30s"
+        self, client: CatalogClient | CatalogReader | None = None, only_passing: bool = False, wait: str = "30s"
     ) -> None:
         self.client = client
         self.only_passing = only_passing

@@ -161,3 +161,28 @@ def test_reader_loads_neither_aiohttp_nor_py_consul() -> None:
             "print(sorted(m for m in ('aiohttp', 'consul', 'requests') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_watch_services_wakes_on_new_names_and_tags(pair) -> None:
+    writer, reader = pair
+    name = unique("listed")
+    it = reader.watch_services(wait="5s").__aiter__()
+    try:
+        first = await next_value(it)
+        assert name not in first
+        await writer.register(ServiceDef(id=f"{name}-1", name=name, address="10.0.0.1", port=1, tags=("v1",)))
+        async with asyncio.timeout(5):
+            while name not in (seen := await it.__anext__()):
+                pass
+        assert seen[name] == ("v1",)
+        assert seen == {k: tuple(v) for k, v in (await writer.services()).items()}
+    finally:
+        await it.aclose()
+
+
+def test_dns_loads_neither_aiohttp_nor_py_consul() -> None:
+    """`waypost dns` only reads the catalog too: its process stays free of the HTTP stack."""
+    code = ("import sys, waypost.dns.cli; "
+            "print(sorted(m for m in ('aiohttp', 'consul', 'requests') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

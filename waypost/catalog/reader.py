@@ -1,7 +1,7 @@
 """A read-only catalog client for processes that only watch: h11 over asyncio streams.
 
-The sidecar ambassador only reads the catalog (``/v1/health/service/<name>`` blocking queries and
-one ``/v1/catalog/services`` at start). :class:`CatalogClient` is built on py-consul's aiohttp
+The sidecar ambassador and `waypost dns` only read the catalog (``/v1/health/service/<name>`` and
+``/v1/catalog/services`` blocking queries). :class:`CatalogClient` is built on py-consul's aiohttp
 client, and importing aiohttp plus py-consul (which imports requests) adds ~20 MB of resident
 memory; this reader keeps an idle sidecar under 30 MB. It shares everything that decides
 behaviour with the full client: :class:`~waypost.catalog.watch.Watch` (blocking-query index
@@ -174,3 +174,13 @@ class CatalogReader:
 
         label = service + (f"#{tag}" if tag else "")
         return Watch(label, fetch, instances_from_health, wait=wait)
+
+    def watch_services(self, wait: str = "30s") -> Watch[dict[str, tuple[str, ...]]]:
+        """An async iterator of all service names (with tags), waking on every change."""
+
+        async def fetch(index: int, wait_: str) -> tuple[int, Any]:
+            idx, data = await self._get("/v1/catalog/services",
+                                        {"index": index or None, "wait": wait_ if index else None})
+            return idx, data or {}
+
+        return Watch("services", fetch, lambda raw: {k: tuple(v or ()) for k, v in raw.items()}, wait=wait)
