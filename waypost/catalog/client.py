@@ -10,8 +10,8 @@ import consul
 import consul.aio
 from consul.callback import CB
 
-from waypost.catalog.model import Instance, ServiceDef, instances_from_health, path_segment
-from waypost.catalog.watch import Watch
+from waypost.catalog.model import ServiceDef, path_segment
+from waypost.catalog.reads import CatalogReads
 from waypost.config import CatalogConfig
 
 log = logging.getLogger("waypost.catalog")
@@ -19,7 +19,7 @@ log = logging.getLogger("waypost.catalog")
 CatalogError = consul.ConsulException
 
 
-class CatalogClient:
+class CatalogClient(CatalogReads):
     """Async client for the subset of Consul's HTTP API Waypost uses.
 
     Writes go to the local agent (``/v1/agent/...``) the way registrator does; reads use health
@@ -115,32 +115,6 @@ class CatalogClient:
         )
         return int(idx), data or []
 
-    async def instances(self, service: str, tag: str | None = None, passing_only: bool = True) -> list[Instance]:
-        """The service's instances now (one non-blocking read)."""
-        _, data = await self._health_service(service, tag, passing_only)
-        return instances_from_health(data)
-
-    async def services(self) -> dict[str, list[str]]:
-        """Every service name in the catalog with the union of its tags."""
-        _, data = await self.consul.catalog.services()
-        return data or {}
-
-    def watch(
-        self, service: str, tag: str | None = None, passing_only: bool = True, wait: str = "30s"
-    ) -> Watch[list[Instance]]:
-        """An async iterator of the service's instance set, waking on every change."""
-
-        async def fetch(index: int, wait_: str) -> tuple[int, Any]:
-            return await self._health_service(service, tag, passing_only, index, wait_)
-
-        label = service + (f"#{tag}" if tag else "")
-        return Watch(label, fetch, instances_from_health, wait=wait)
-
-    def watch_services(self, wait: str = "30s") -> Watch[dict[str, tuple[str, ...]]]:
-        """An async iterator of all service names (with tags), waking on every change."""
-
-        async def fetch(index: int, wait_: str) -> tuple[int, Any]:
-            idx, data = await self.consul.catalog.services(index=index or None, wait=wait_)
-            return int(idx), data or {}
-
-        return Watch("services", fetch, lambda raw: {k: tuple(v or ()) for k, v in raw.items()}, wait=wait)
+    async def _catalog_services(self, index: int = 0, wait: str | None = None) -> tuple[int, dict[str, Any]]:
+        idx, data = await self.consul.catalog.services(index=index or None, wait=wait)
+        return int(idx), data or {}

@@ -20,8 +20,8 @@ from urllib.parse import quote, urlencode
 
 import h11
 
-from waypost.catalog.model import Instance, instances_from_health, path_segment
-from waypost.catalog.watch import Watch
+from waypost.catalog.model import path_segment
+from waypost.catalog.reads import CatalogReads
 from waypost.config import CatalogConfig
 
 CONNECT_TIMEOUT = 5.0
@@ -77,9 +77,9 @@ class _Connection:
             self.writer.close()
 
 
-class CatalogReader:
-    """The read half of :class:`~waypost.catalog.CatalogClient`: ``url``, ``services()``,
-    ``instances()``, ``watch()`` and ``close()``, with the same arguments and results."""
+class CatalogReader(CatalogReads):
+    """The read half of :class:`~waypost.catalog.CatalogClient`: ``url``, ``close()`` and the
+    :class:`~waypost.catalog.reads.CatalogReads` (same arguments, same results)."""
 
     def __init__(self, config: CatalogConfig | None = None) -> None:
         self.config = config or CatalogConfig.from_url()
@@ -124,28 +124,32 @@ class CatalogReader:
         """GET a JSON resource; returns (X-Consul-Index, decoded body)."""
         query = urlencode({k: v for k, v in params.items() if v is not None})
         target = path + ("?" + query if query else "")
-        for attempt in (0, 1):
-            reused = bool(self._idle)
-            conn = self._idle.pop() if reused else await self._connect()
-            done = False
+        status, headers, body = await self._exchange(target)
+        if status != 200:
+            raise CatalogReadError(status, path, body)
+        return int(headers.get(b"x-consul-index", b"0") or 0), json.loads(body) if body else None
+
+    async def _exchange(self, target: str) -> tuple[int, dict[bytes, bytes], bytes]:
+        """One request on a kept-alive connection if there is one, else on a new one."""
+        if self._idle:
             try:
-                status, headers, body = await conn.get(target, self._headers)
-                done = True
-            except (ConnectionError, h11.RemoteProtocolError, asyncio.IncompleteReadError):
-                if reused and attempt == 0:
-                    continue  # a kept-alive connection the catalog had closed: once more on a new one
-                raise
-            finally:
-                if not done:
-                    conn.close()
-            if conn.reusable():
+                return await self._request(self._idle.pop(), target)
+            except (ConnectionError, h11.RemoteProtocolError):
+                pass  # the catalog had closed that idle connection: once more on a new one
+        return await self._request(await self._connect(), target)
+
+    async def _request(self, conn: _Connection, target: str) -> tuple[int, dict[bytes, bytes], bytes]:
+        """Send, read the whole answer, then keep the connection for the next request or close it
+        (also when cancelled half-way: its state is unknown then)."""
+        answer = None
+        try:
+            answer = await conn.get(target, self._headers)
+            return answer
+        finally:
+            if answer is not None and conn.reusable():
                 self._idle.append(conn)
             else:
                 conn.close()
-            if status != 200:
-                raise CatalogReadError(status, path, body)
-            return int(headers.get(b"x-consul-index", b"0") or 0), json.loads(body) if body else None
-        raise AssertionError("unreachable")
 
     async def _health_service(self, service: str, tag: str | None, passing_only: bool, index: int = 0,
                               wait: str | None = None) -> tuple[int, list[dict[str, Any]]]:
@@ -155,32 +159,6 @@ class CatalogReader:
         idx, data = await self._get(path, params)
         return idx, data or []
 
-    async def instances(self, service: str, tag: str | None = None, passing_only: bool = True) -> list[Instance]:
-        """The service's instances now (one non-blocking read)."""
-        _, data = await self._health_service(service, tag, passing_only)
-        return instances_from_health(data)
-
-    async def services(self) -> dict[str, list[str]]:
-        """Every service name in the catalog with the union of its tags."""
-        _, data = await self._get("/v1/catalog/services", {})
-        return data or {}
-
-    def watch(self, service: str, tag: str | None = None, passing_only: bool = True,
-              wait: str = "30s") -> Watch[list[Instance]]:
-        """An async iterator of the service's instance set, waking on every change."""
-
-        async def fetch(index: int, wait_: str) -> tuple[int, Any]:
-            return await self._health_service(service, tag, passing_only, index, wait_)
-
-        label = service + (f"#{tag}" if tag else "")
-        return Watch(label, fetch, instances_from_health, wait=wait)
-
-    def watch_services(self, wait: str = "30s") -> Watch[dict[str, tuple[str, ...]]]:
-        """An async iterator of all service names (with tags), waking on every change."""
-
-        async def fetch(index: int, wait_: str) -> tuple[int, Any]:
-            idx, data = await self._get("/v1/catalog/services",
-                                        {"index": index or None, "wait": wait_ if index else None})
-            return idx, data or {}
-
-        return Watch("services", fetch, lambda raw: {k: tuple(v or ()) for k, v in raw.items()}, wait=wait)
+    async def _catalog_services(self, index: int = 0, wait: str | None = None) -> tuple[int, dict[str, Any]]:
+        idx, data = await self._get("/v1/catalog/services", {"index": index or None, "wait": wait if index else None})
+        return idx, data or {}
