@@ -26,6 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+from tests.procinfo import rss_kb  # noqa: E402 - needs the repository root on sys.path
+
 TARGETS = ("direct", "haproxy", "waypost")
 
 
@@ -53,13 +59,6 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: floa
         except OSError:
             time.sleep(0.05)
     sys.exit(f"{what} did not listen on {port} within {timeout:g}s")
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def children(pid: int) -> list[int]:

@@ -58,6 +58,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
+from tests.procinfo import pss_kb, rss_kb  # noqa: E402 - needs the repository root on sys.path
+
 BACKEND_CMD = ["sh", "-c", "hostname > /www/index.html; exec httpd -f -p 8080 -h /www"]
 SIDECAR_SAMPLES = 3
 # one request through the injected route every ~5 ms: the resolution of the convergence times. Each
@@ -73,22 +75,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def pss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no Pss for pid {pid}")
 
 
 def nearest_rank(values: list[float], pct: float) -> float:

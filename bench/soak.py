@@ -58,6 +58,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
+from tests.procinfo import fd_split, rss_kb  # noqa: E402 - needs the repository root on sys.path
+
 BACKEND_CMD = ["sh", "-c", "hostname > /www/index.html; exec httpd -f -p 8080 -h /www"]
 SERVICE, CHURN_SERVICE = "soak-web", "soak-churn"
 CHURN_MAX_ALIVE = 20
@@ -70,31 +72,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def fds(pid: int) -> tuple[int, int]:
-    """(unix sockets, other descriptors) of `pid`."""
-    with open("/proc/net/unix") as fh:
-        unix = {line.split()[6] for line in fh.readlines()[1:] if len(line.split()) >= 7}
-    n_unix = n_other = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] in unix:
-            n_unix += 1
-        else:
-            n_other += 1
-    return n_unix, n_other
 
 
 def p99(values: list[float]) -> float:
@@ -404,9 +381,9 @@ class Soak:
 
     def sample(self, elapsed: float) -> dict[str, Any]:
         up, sidecar = self.procs["up"], self.procs["sidecar"]
-        unix, other = fds(up.pid)
-        row: dict[str, Any] = {"t": elapsed, "phase": self.phase, "rss": rss_mib(up.pid), "fd_unix": unix,
-                               "fd_other": other, "sidecar_rss": rss_mib(sidecar.pid), "stale": self.stale(),
+        unix, other = fd_split(up.pid)
+        row: dict[str, Any] = {"t": elapsed, "phase": self.phase, "rss": rss_kb(up.pid) / 1024, "fd_unix": unix,
+                               "fd_other": other, "sidecar_rss": rss_kb(sidecar.pid) / 1024, "stale": self.stale(),
                                "alive": len(self.churn_alive)}
         for traffic in (self.dns, self.sidecar, self.injected):
             row[traffic.name] = traffic.take()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import time
 import urllib.request
@@ -30,6 +29,7 @@ import pytest
 
 from tests import dockerkit as dk
 from tests.inject.test_inject_docker import BACKEND_CMD, eventually, fetch, hosts_lines
+from tests.procinfo import fd_split
 from tests.up.conftest import CONNECT_LABEL, UpProcess, start_up, stop_up
 
 pytestmark = pytest.mark.docker
@@ -50,28 +50,6 @@ def services(up: UpProcess) -> dict[str, dict[str, Any]]:
 
 def registrations(up: UpProcess, name: str) -> list[dict[str, Any]]:
     return [s for s in services(up).values() if s["Service"] == name]
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def fd_split(pid: int) -> tuple[int, int]:
-    """(unix-socket descriptors, all others) of `pid`: in waypost the unix sockets are the Docker API
-    connections plus asyncio's self-pipe pair."""
-    with open("/proc/net/unix") as fh:
-        unix = {line.split()[6] for line in fh.readlines()[1:] if len(line.split()) >= 7}
-    n_unix = n_other = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] in unix:
-            n_unix += 1
-        else:
-            n_other += 1
-    return n_unix, n_other
 
 
 async def until(predicate: Any, timeout: float, what: str) -> Any:

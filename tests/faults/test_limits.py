@@ -38,6 +38,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
+from tests.procinfo import rss_kb
 from tests.tooling import missing, require_tool
 from waypost.catalog import CatalogClient, ServiceDef
 
@@ -66,14 +67,6 @@ async def main():
 import uvloop
 uvloop.run(main())
 """
-
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -149,7 +142,7 @@ async def test_ten_thousand_connections_through_one_ambassador(tmp_path: Path) -
         opened_in = time.monotonic() - t0
         assert len(held) == capacity, f"{len(held)} served, expected {capacity}"
         assert refused == TARGET + EXTRA - capacity
-        peak_rss = rss(amb.pid)
+        peak_rss = rss_kb(amb.pid) * 1024
 
         async def again(i: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
             writer.write(b"again %d\n" % i)
@@ -233,7 +226,7 @@ async def test_dns_under_dnsperf_keeps_flat_memory_and_loses_nothing(catalog_ser
         perf = await _dnsperf(dnsperf, port, datafile, 20, 2000)
         samples: list[int] = []
         while perf.returncode is None:
-            samples.append(rss(proc.pid))
+            samples.append(rss_kb(proc.pid) * 1024)
             try:
                 await asyncio.wait_for(asyncio.shield(perf.wait()), 0.5)
             except TimeoutError:
