@@ -532,15 +532,18 @@ class Api:
         idx, data = await self.server.blocking(request, ["t:checks"], compute)
         return self.server.reply(request, data, idx)
 
+    def _checks(self, keep: Callable[[dict[str, Any]], bool], meta: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Checks in (node, check ID) order that `keep` accepts, on nodes matching ``node-meta``."""
+        return [c for (n, _), c in sorted(self.store.checks.items())
+                if keep(c) and (not meta or _meta_ok(self.store.nodes[n], meta))]
+
     async def health_checks(self, request: web.Request) -> web.Response:
         name = request.match_info["service"].lower()
         meta = _node_meta(request)
         pred = _filter(request)
 
         def compute() -> tuple[int, Any]:
-            checks = [c for (n, _), c in sorted(self.store.checks.items())
-                      if c["ServiceName"].lower() == name and c["ServiceID"]
-                      and (not meta or _meta_ok(self.store.nodes[n], meta))]
+            checks = self._checks(lambda c: c["ServiceName"].lower() == name and bool(c["ServiceID"]), meta)
             return self.store.table_index("checks"), _apply(pred, checks)
 
         idx, data = await self.server.blocking(request, ["t:checks"], compute)
@@ -576,9 +579,7 @@ class Api:
         pred = _filter(request)
 
         def compute() -> tuple[int, Any]:
-            checks = [c for (n, _), c in sorted(self.store.checks.items())
-                      if (state == "any" or c["Status"] == state)
-                      and (not meta or _meta_ok(self.store.nodes[n], meta))]
+            checks = self._checks(lambda c: state == "any" or c["Status"] == state, meta)
             return self.store.table_index("checks"), _apply(pred, checks)
 
         idx, data = await self.server.blocking(request, ["t:checks"], compute)
