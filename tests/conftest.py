@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import socket
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,17 +47,24 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-async def catalog_server(tmp_path):
-    """The embedded catalog on a free loopback port, in this test's event loop (no data dir)."""
+@contextlib.asynccontextmanager
+async def running_catalog(**kwargs: Any) -> AsyncIterator[Any]:
+    """An embedded catalog, ``CatalogServer(**kwargs)``, started in this event loop and stopped on exit."""
     from waypost.server.app import CatalogServer
 
-    server = CatalogServer(host="127.0.0.1", port=0)
+    server = CatalogServer(**kwargs)
     await server.start()
     try:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def catalog_server(tmp_path):
+    """The embedded catalog on a free loopback port, in this test's event loop (no data dir)."""
+    async with running_catalog(host="127.0.0.1", port=0) as server:
+        yield server
 
 
 @pytest.fixture

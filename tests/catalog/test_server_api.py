@@ -11,17 +11,14 @@ import consul
 import consul.aio
 import pytest
 
+from tests.conftest import running_catalog
 from waypost.server.app import CatalogServer
 
 
 @pytest.fixture
 async def server():
-    srv = CatalogServer(port=0, node_name="node-a")
-    await srv.start()
-    try:
+    async with running_catalog(port=0, node_name="node-a") as srv:
         yield srv
-    finally:
-        await srv.stop()
 
 
 async def call(http, method, url, **kw):

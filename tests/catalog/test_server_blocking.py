@@ -9,6 +9,7 @@ import consul
 import consul.aio
 import pytest
 
+from tests.conftest import running_catalog
 from waypost.catalog import CatalogClient
 from waypost.config import CatalogConfig
 from waypost.server.app import CatalogServer
@@ -16,12 +17,8 @@ from waypost.server.app import CatalogServer
 
 @pytest.fixture
 async def server():
-    srv = CatalogServer(port=0, node_name="node-b")
-    await srv.start()
-    try:
+    async with running_catalog(port=0, node_name="node-b") as srv:
         yield srv
-    finally:
-        await srv.stop()
 
 
 async def timed(coro):

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, running_catalog
 from waypost.server import cli
 from waypost.server.api import KV_MAX_VALUE
 from waypost.server.app import MAX_BODY, CatalogServer
@@ -178,12 +178,8 @@ def test_cli_empty_token_is_refused() -> None:
 
 @pytest.fixture
 async def guarded() -> AsyncIterator[CatalogServer]:
-    server = CatalogServer(port=0, token=TOKEN, node_name="guarded")
-    await server.start()
-    try:
+    async with running_catalog(port=0, token=TOKEN, node_name="guarded") as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture
