@@ -79,39 +79,37 @@ class BatchSocket:
         self.fd = sock.fileno()
         self._recvmmsg = libc.recvmmsg
         self._sendmmsg = libc.sendmmsg
-        n = BATCH
-        self._rdata = bytearray(n * BUFFER)
-        self._rnames = bytearray(n * NAME)
-        self._riov = bytearray(n * 16)
-        self._rmsgs = bytearray(n * MMSGHDR)
-        self._sdata = bytearray(n * BUFFER)
-        self._siov = bytearray(n * 16)
-        self._smsgs = bytearray(n * MMSGHDR)
-        self._addr = {name: _address(getattr(self, name)) for name in
-                      ("_rdata", "_rnames", "_riov", "_rmsgs", "_sdata", "_siov", "_smsgs")}
+        # receive side: BATCH slots of (data buffer, source address, iovec, mmsghdr)
+        self._rdata = bytearray(BATCH * BUFFER)
+        self._rnames = bytearray(BATCH * NAME)
+        self._riov = bytearray(BATCH * 16)
+        self._rmsgs = bytearray(BATCH * MMSGHDR)
+        # send side: answers are copied into slots; destinations point at the receive side's names
+        self._sdata = bytearray(BATCH * BUFFER)
+        self._siov = bytearray(BATCH * 16)
+        self._smsgs = bytearray(BATCH * MMSGHDR)
+        self._rnames_addr = _address(self._rnames)
+        self._rmsgs_addr = _address(self._rmsgs)
+        self._smsgs_addr = _address(self._smsgs)
         self._rdata_mv = memoryview(self._rdata)
         self._rnames_mv = memoryview(self._rnames)
         self._sdata_mv = memoryview(self._sdata)
-        riov = memoryview(self._riov).cast("Q")
-        rq = memoryview(self._rmsgs).cast("Q")
         self._ri = memoryview(self._rmsgs).cast("I")
         self._sq = memoryview(self._smsgs).cast("Q")
         self._si = memoryview(self._smsgs).cast("I")
         self._siov_q = memoryview(self._siov).cast("Q")
-        a = self._addr
-        for i in range(n):
-            riov[2 * i] = a["_rdata"] + i * BUFFER
-            riov[2 * i + 1] = BUFFER
+        rq = memoryview(self._rmsgs).cast("Q")
+        riov = memoryview(self._riov).cast("Q")
+        rdata, riov_addr = _address(self._rdata), _address(self._riov)
+        sdata, siov_addr = _address(self._sdata), _address(self._siov)
+        for i in range(BATCH):
             base = i * (MMSGHDR // 8)
-            rq[base + _Q_NAME] = a["_rnames"] + i * NAME
-            rq[base + _Q_IOV] = a["_riov"] + i * 16
-            rq[base + _Q_IOVLEN] = 1
-            self._sq[base + _Q_IOV] = a["_siov"] + i * 16
-            self._sq[base + _Q_IOVLEN] = 1
-            self._siov_q[2 * i] = a["_sdata"] + i * BUFFER
-        self._rmsgs_addr = a["_rmsgs"]
-        self._smsgs_addr = a["_smsgs"]
-        self._rnames_addr = a["_rnames"]
+            riov[2 * i], riov[2 * i + 1] = rdata + i * BUFFER, BUFFER
+            rq[base + _Q_NAME] = self._rnames_addr + i * NAME
+            rq[base + _Q_IOV], rq[base + _Q_IOVLEN] = riov_addr + i * 16, 1
+            self._ri[i * (MMSGHDR // 4) + _I_NAMELEN] = NAME  # the kernel shrinks it to the real size
+            self._siov_q[2 * i] = sdata + i * BUFFER
+            self._sq[base + _Q_IOV], self._sq[base + _Q_IOVLEN] = siov_addr + i * 16, 1
 
     @classmethod
     def create(cls, sock: socket.socket) -> BatchSocket | None:
@@ -138,8 +136,6 @@ class BatchSocket:
         stride_q = MMSGHDR // 8
         rnames_addr = self._rnames_addr
         for _ in range(rounds):
-            for i in range(BATCH):
-                ri[i * stride_i + _I_NAMELEN] = NAME
             got = self._recvmmsg(self.fd, self._rmsgs_addr, BATCH, MSG_DONTWAIT, None)
             if got <= 0:
                 if got < 0:
@@ -153,8 +149,10 @@ class BatchSocket:
                 size = ri[base_i + _I_LEN]
                 data = bytes(rdata[i * BUFFER:i * BUFFER + size])
                 namelen = ri[base_i + _I_NAMELEN]
+                ri[base_i + _I_NAMELEN] = NAME  # re-arm the slot for the next recvmmsg
+                source = bytes(rnames[i * NAME:i * NAME + namelen])
                 try:
-                    resp = answer(data, bytes(rnames[i * NAME:i * NAME + namelen]))
+                    resp = answer(data, source)
                 except Exception:  # one bad datagram must not cost the rest of the batch
                     log.exception("dns udp: failed to answer a %d-byte datagram", size)
                     continue
@@ -162,7 +160,7 @@ class BatchSocket:
                     continue
                 rlen = len(resp)
                 if rlen > BUFFER:
-                    self.sendto(resp, parse_sockaddr(bytes(rnames[i * NAME:i * NAME + namelen])))
+                    self.sendto(resp, parse_sockaddr(source))
                     continue
                 sdata[out * BUFFER:out * BUFFER + rlen] = resp
                 siov[2 * out + 1] = rlen
