@@ -131,10 +131,6 @@ class EventBridge:
         if queue in self._queues:
             self._queues.remove(queue)
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def _post(self, item: DockerEvent) -> None:
         try:
             self._loop.call_soon_threadsafe(self._deliver, item)
@@ -234,10 +230,8 @@ class DockerAPI:
         if url.startswith("https://"):
             import ssl
 
-            verify = bool(getattr(tls, "verify", True))
-            ca = getattr(tls, "ca_cert", None) if isinstance(getattr(tls, "ca_cert", None), str) else None
-            ssl_context = ssl.create_default_context(cafile=ca)
-            if not verify:
+            ssl_context = ssl.create_default_context(cafile=getattr(tls, "ca_cert", None))
+            if not getattr(tls, "verify", True):
                 ssl_context.check_hostname = False
                 ssl_context.verify_mode = ssl.CERT_NONE
             cert = getattr(tls, "cert", None)

@@ -16,6 +16,8 @@ import signal
 import sys
 from collections.abc import Iterable
 
+from waypost.config import ConfigError
+
 log = logging.getLogger("waypost")
 
 MAX_WORKERS = 64
@@ -24,8 +26,6 @@ COMMON_VALUES = ("catalog", "catalog_token", "catalog_ca_file", "log_level", "lo
 
 def check_workers(workers: int) -> None:
     """ConfigError unless 1 <= workers <= MAX_WORKERS."""
-    from waypost.config import ConfigError
-
     if workers < 1 or workers > MAX_WORKERS:
         raise ConfigError(f"--workers {workers}: use 1 to {MAX_WORKERS}")
 

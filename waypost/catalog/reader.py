@@ -65,7 +65,8 @@ class _Connection:
             elif isinstance(event, h11.ConnectionClosed):
                 raise ConnectionResetError("the catalog closed the connection mid-response")
 
-    def reusable(self) -> bool:
+    def next_cycle(self) -> bool:
+        """Get ready for the next request on this connection; False when it can't be reused."""
         conn = self.h11
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
@@ -146,7 +147,7 @@ class CatalogReader(CatalogReads):
             answer = await conn.get(target, self._headers)
             return answer
         finally:
-            if answer is not None and conn.reusable():
+            if answer is not None and conn.next_cycle():
                 self._idle.append(conn)
             else:
                 conn.close()
