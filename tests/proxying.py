@@ -35,3 +35,22 @@ async def ask(port: int, line: bytes = b"hello\n", timeout: float = 5.0) -> byte
         finally:
             writer.close()
 
+
+
+async def open_and_echo(port: int, line: bytes, expect: bytes,
+                        timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """Connect, send `line` and read one line back: the open connection when the answer is `expect`,
+    else None (refused, reset, timed out or wrong answer; the connection is closed)."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionError:  # reset so fast that the connect itself reports it
+        return None
+    writer.write(line)
+    try:
+        answer = await asyncio.wait_for(reader.readline(), timeout)
+    except (ConnectionError, TimeoutError):
+        answer = b""
+    if answer == expect:
+        return reader, writer
+    writer.close()
+    return None

@@ -15,6 +15,7 @@ import pytest
 
 from tests.ambassador.conftest import Resp, ask, port_of
 from tests.conftest import free_port
+from tests.proxying import open_and_echo
 from waypost.ambassador import cli
 from waypost.ambassador.admin import AdminServer
 from waypost.config import ConfigError
@@ -134,21 +135,11 @@ async def test_fd_exhaustion_refuses_new_connections_and_keeps_serving(backends)
             while b"ambassador ready" not in startup:
                 startup += await proc.stderr.readline()
         for i in range(60):
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            except ConnectionError:  # reset so fast that the connect itself reports it
-                turned_away += 1
-                continue
-            writer.write(b"%d\n" % i)
-            try:
-                answer = await asyncio.wait_for(reader.readline(), 3)
-            except (ConnectionError, TimeoutError):
-                answer = b""
-            if answer == b"s:%d\n" % i:
-                held.append((reader, writer))
+            conn = await open_and_echo(port, b"%d\n" % i, b"s:%d\n" % i, timeout=3)
+            if conn is not None:
+                held.append(conn)
             else:
                 turned_away += 1
-                writer.close()
         assert len(held) == (128 - 32) // 2 and turned_away == 60 - len(held)
         for i, (reader, writer) in enumerate(held):  # everything already open still works
             writer.write(b"again %d\n" % i)

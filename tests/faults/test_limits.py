@@ -39,6 +39,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.procinfo import rss_kb
+from tests.proxying import open_and_echo
 from tests.tooling import missing, require_tool
 from waypost.catalog import CatalogClient, ServiceDef
 
@@ -120,21 +121,11 @@ async def test_ten_thousand_connections_through_one_ambassador(tmp_path: Path) -
         async def one(i: int) -> None:
             nonlocal refused
             async with gate:
-                try:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", amb_port)
-                except ConnectionError:
-                    refused += 1
-                    return
-                writer.write(b"%d\n" % i)
-                try:
-                    line = await asyncio.wait_for(reader.readline(), 20)
-                except (ConnectionError, TimeoutError):
-                    line = b""
-                if line == b"%d\n" % i:
-                    held.append((reader, writer))
-                else:
-                    refused += 1
-                    writer.close()
+                conn = await open_and_echo(amb_port, b"%d\n" % i, b"%d\n" % i, timeout=20)
+            if conn is not None:
+                held.append(conn)
+            else:
+                refused += 1
 
         t0 = time.monotonic()
         async with asyncio.timeout(150):
