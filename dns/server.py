@@ -261,11 +261,11 @@ class DnsServer:
         try:
             resp = self.fast(data)
         except Exception:
-            resp = None
+            return self.internal_error(data, parse_sockaddr(sockaddr)[0])
         if resp is not None:
             return resp
         addr = parse_sockaddr(sockaddr)
-        result = self.answer_now(data, addr[0], False)
+        result = self.answer_slow(data, addr[0], False)
         if isinstance(result, _Recurse):
             batch = self._batch
             if batch is not None:
@@ -335,15 +335,24 @@ class DnsServer:
         """Fast path, then slow path; never raises (an internal error answers SERVFAIL)."""
         try:
             resp = self.fast(data, tcp)
-            if resp is not None:
-                return resp
+            return resp if resp is not None else self.slow(data, client, tcp)
+        except Exception:
+            return self.internal_error(data, client)
+
+    def answer_slow(self, data: bytes, client: str, tcp: bool) -> bytes | _Recurse | None:
+        """The slow path for a query the fast path declined; never raises (internal error: SERVFAIL)."""
+        try:
             return self.slow(data, client, tcp)
         except Exception:
-            log.exception("dns: failed to answer a %d-byte query from %s", len(data), client)
-            self.stats.events["internal_error"] += 1
-            if len(data) >= 12 and not data[2] & 0x80:
-                return _error(data, SERVFAIL, ra=self._ra)
-            return None
+            return self.internal_error(data, client)
+
+    def internal_error(self, data: bytes, client: str) -> bytes | None:
+        """Log the exception being handled; SERVFAIL for a query, nothing for anything else."""
+        log.exception("dns: failed to answer a %d-byte query from %s", len(data), client)
+        self.stats.events["internal_error"] += 1
+        if len(data) >= 12 and not data[2] & 0x80:
+            return _error(data, SERVFAIL, ra=self._ra)
+        return None
 
     def recurse(self, data: bytes, client: str, tcp: bool, job: _Recurse, send) -> None:  # type: ignore[no-untyped-def]
         """Answer a name outside the domain: forward it (allowed clients) or REFUSED."""
@@ -386,11 +395,14 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         try:
             resp = self.fast(data)
         except Exception:
-            resp = None
+            resp = self.server.internal_error(data, addr[0])
+            if resp is not None:
+                self.transport.sendto(resp, addr)  # type: ignore[union-attr]
+            return
         if resp is not None:
             self.transport.sendto(resp, addr)  # type: ignore[union-attr]
             return
-        result = self.server.answer_now(data, addr[0], False)
+        result = self.server.answer_slow(data, addr[0], False)
         if result is None:
             return
         if isinstance(result, _Recurse):
