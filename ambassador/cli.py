@@ -114,7 +114,7 @@ async def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--route {spec.text!r}: --workers needs fixed LISTEN ports "
                                   "(port 0 picks a different one per process)")
     options = options_from_args(args)
-    admin_addr = parse_hostport(args.admin, flag="--admin") if args.admin else None
+    admin_addr = parse_hostport(args.admin, flag="--admin", example_port=9901) if args.admin else None
     catalog = None
     if any(s.service for s in specs):
         # read-only client on h11: aiohttp + py-consul would add ~20 MB to every sidecar

@@ -74,3 +74,8 @@ def test_bad_env_values_name_the_variable(env: dict[str, str], match: str) -> No
     p.add_argument("--cleanup", action="store_true")
     with pytest.raises(ConfigError, match=match):
         apply_env_defaults(p, env)
+
+
+def test_parse_hostport_error_shows_the_flags_own_port() -> None:
+    with pytest.raises(ConfigError, match=r"--http 'bad': no port; write HOST:PORT, e.g. 127.0.0.1:8500"):
+        parse_hostport("bad", flag="--http", example_port=8500)

@@ -70,15 +70,19 @@ class CatalogConfig:
         )
 
 
-def parse_hostport(value: str, default_port: int | None = None, flag: str = "--listen") -> tuple[str, int]:
-    """Parse ``HOST:PORT``, ``[V6]:PORT`` or (with a default port) a bare host."""
+def parse_hostport(value: str, default_port: int | None = None, flag: str = "--listen",
+                   example_port: int = 8600) -> tuple[str, int]:
+    """Parse ``HOST:PORT``, ``[V6]:PORT`` or (with a default port) a bare host.
+
+    Errors name `flag` and show an example address with `example_port` (the flag's usual port).
+    """
     text = value.strip()
     host: str
     port_text: str | None
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise ConfigError(f"{flag} {value!r}: missing ']' in IPv6 address; write [::1]:8600")
+            raise ConfigError(f"{flag} {value!r}: missing ']' in IPv6 address; write [::1]:{example_port}")
         host = text[1:end]
         rest = text[end + 1 :]
         port_text = rest[1:] if rest.startswith(":") else None
@@ -90,7 +94,7 @@ def parse_hostport(value: str, default_port: int | None = None, flag: str = "--l
         host, port_text = text, None
     if port_text is None or port_text == "":
         if default_port is None:
-            raise ConfigError(f"{flag} {value!r}: no port; write HOST:PORT, e.g. 127.0.0.1:8600")
+            raise ConfigError(f"{flag} {value!r}: no port; write HOST:PORT, e.g. 127.0.0.1:{example_port}")
         port = default_port
     else:
         try:

@@ -95,7 +95,7 @@ class Host:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.http_host, self.http_port = parse_hostport(args.http, flag="--http")
+        self.http_host, self.http_port = parse_hostport(args.http, flag="--http", example_port=8500)
         external = args.catalog or os.environ.get("CONSUL_HTTP_ADDR")
         self.embedded: CatalogServer | None = None
         if external:

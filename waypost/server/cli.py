@@ -61,7 +61,7 @@ async def run(args: argparse.Namespace) -> int:
     """Start the catalog, log where it listens, serve until cancelled, then stop cleanly."""
     from waypost.server.app import CatalogServer
 
-    host, port = parse_hostport(args.listen, 8500, flag="--listen")
+    host, port = parse_hostport(args.listen, 8500, flag="--listen", example_port=8500)
     if args.token is not None and not args.token.strip():
         raise ConfigError("--token is empty (is the variable that should hold it unset?): give the token, "
                           "or leave --token out to run without one")
