@@ -17,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from waypost.listen import listening_socket
+
 if TYPE_CHECKING:
     from waypost.ambassador.routes import Ambassador
 
@@ -132,16 +134,15 @@ class AdminServer:
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: web.SockSite | None = None
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self.port)
+        sock = await listening_socket(self.host, self.port)
+        self._site = web.SockSite(self._runner, sock)
         await self._site.start()
-        sockets = self._site._server.sockets if self._site._server else ()  # type: ignore[union-attr]
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        self.port = sock.getsockname()[1]
 
     @property
     def url(self) -> str:

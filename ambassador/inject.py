@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from waypost.ambassador.connect import LABEL, ConnectSpec, parse_connect_label
 from waypost.ambassador.hostsfile import allocate, read_waypost_lines, update_file
-from waypost.ambassador.netns import NamespaceBinder, NamespaceError, check_privileges
+from waypost.ambassador.netns import NamespaceBinder, NamespaceError
 from waypost.ambassador.routes import (
     ConnLimiter,
     Options,
@@ -157,15 +157,17 @@ class Injector:
     async def start(self) -> bool:
         """Check privileges, then follow Docker. Returns False (after one clear error) when injection
         cannot work here; the caller decides whether that is fatal."""
-        reason = await asyncio.to_thread(check_privileges)
+        binder = NamespaceBinder()
+        reason = await binder.check()
         if reason is not None:
+            binder.close()
             self.unavailable = reason
             log.error("ambassador injection is off: %s", reason)
             return False
+        self._binder = binder
         raise_fd_limit()
         if self.options.max_conns == 0:
             self.limiter.limit = default_max_conns()
-        self._binder = NamespaceBinder()
         loop = asyncio.get_running_loop()
         if self._owns_bridge:
             self._bridge = EventBridge(self._queue, loop, self._docker_url)
@@ -189,7 +191,7 @@ class Injector:
             await self._detach(cid)
         await self.feed.close()
         if self._binder is not None:
-            await asyncio.to_thread(self._binder.close)
+            self._binder.close()
             self._binder = None
         await self.docker.close()
 

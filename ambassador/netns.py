@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import errno
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
+
+from waypost.libc import libc as c_library
 
 CLONE_NEWNET = 0x40000000
 
@@ -25,8 +26,7 @@ class NamespaceError(OSError):
 
 
 def _libc_setns() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fn = libc.setns
+    fn = c_library().setns
     fn.argtypes = [ctypes.c_int, ctypes.c_int]
     fn.restype = ctypes.c_int
     return fn
@@ -46,7 +46,8 @@ def check_privileges(pid: int | None = None) -> str | None:
     """Return why namespace entry can't work here (or None when it can).
 
     Tries a real round trip into the namespace of `pid` (default: our own), which needs
-    CAP_SYS_ADMIN, and, for another pid, the host PID namespace to see it.
+    CAP_SYS_ADMIN, and, for another pid, the host PID namespace to see it. The round trip moves
+    the calling thread: run it where namespaces may change, i.e. :meth:`NamespaceBinder.check`.
     """
     target = f"/proc/{pid or os.getpid()}/ns/net"
     try:
@@ -56,23 +57,16 @@ def check_privileges(pid: int | None = None) -> str | None:
     except PermissionError:
         return f"cannot open {target}: run as root with CAP_SYS_ADMIN (compose `cap_add: [SYS_ADMIN]` or `privileged: true`)"
     own = os.open("/proc/self/ns/net", os.O_RDONLY)
-    result: list[str | None] = [None]
-
-    def probe() -> None:
-        try:
-            setns(fd)
-            setns(own)
-        except OSError as exc:
-            result[0] = (f"setns into {target} failed ({exc.strerror}): grant CAP_SYS_ADMIN "
-                         "(compose `cap_add: [SYS_ADMIN]` or `privileged: true`)")
-
     try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(probe).result()
+        setns(fd)
+        setns(own)
+    except OSError as exc:
+        return (f"setns into {target} failed ({exc.strerror}): grant CAP_SYS_ADMIN "
+                "(compose `cap_add: [SYS_ADMIN]` or `privileged: true`)")
     finally:
         os.close(fd)
         os.close(own)
-    return result[0]
+    return None
 
 
 class NamespaceBinder:
@@ -87,11 +81,20 @@ class NamespaceBinder:
         self._home = os.open("/proc/self/ns/net", os.O_RDONLY)
 
     def close(self) -> None:
-        """Stop the worker thread and release the handle on our own namespace."""
-        self._pool.shutdown(wait=True)
-        if self._home >= 0:
-            os.close(self._home)
-            self._home = -1
+        """Stop the worker thread and release the handle on our own namespace.
+
+        Does not block: the handle is closed by the thread itself, after the calls already queued,
+        and the thread ends right after.
+        """
+        if self._home < 0:
+            return
+        home, self._home = self._home, -1
+        self._pool.submit(os.close, home)
+        self._pool.shutdown(wait=False)
+
+    async def check(self, pid: int | None = None) -> str | None:
+        """:func:`check_privileges` on this binder's thread: why namespace entry can't work, or None."""
+        return await self.run(check_privileges, pid)
 
     def _listen_in(self, pid: int, host: str, port: int, backlog: int) -> socket.socket:
         path = f"/proc/{pid}/ns/net"

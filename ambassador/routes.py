@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from waypost.ambassador.balancer import POLICIES, Backend, Balancer, Endpoint
 from waypost.ambassador.pipe import ClientSide, Pipe, UpstreamSide, reset
 from waypost.config import ConfigError, parse_hostport
+from waypost.listen import listening_socket
 
 if TYPE_CHECKING:
     from waypost.catalog import CatalogClient, Instance
@@ -252,13 +253,11 @@ class Route:
         """Listen (on `sock` when given, else on the spec's address) and follow the catalog."""
         loop = self._loop = asyncio.get_running_loop()
         try:
-            if sock is not None:
-                sock.setblocking(False)
-                self.server = await loop.create_server(self._protocol, sock=sock, backlog=self.options.backlog)
-            else:
-                self.server = await loop.create_server(
-                    self._protocol, self.spec.listen_host, self.spec.listen_port,
-                    backlog=self.options.backlog, reuse_address=True, reuse_port=self.options.reuse_port or None)
+            if sock is None:
+                sock = await listening_socket(self.spec.listen_host, self.spec.listen_port,
+                                              backlog=self.options.backlog, reuse_port=self.options.reuse_port)
+            sock.setblocking(False)
+            self.server = await loop.create_server(self._protocol, sock=sock, backlog=self.options.backlog)
         except OSError as exc:
             hint = " (port in use: pick another LISTEN port or stop what holds it)" \
                 if exc.errno == errno.EADDRINUSE else ""

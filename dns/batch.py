@@ -13,13 +13,14 @@ struct layout), and the server falls back to an asyncio ``DatagramProtocol``.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import socket
 import struct
 import sys
 from collections.abc import Callable
+
+from waypost.libc import libc as c_library
 
 log = logging.getLogger("waypost.dns")
 
@@ -42,7 +43,7 @@ def _load_libc() -> ctypes.CDLL | None:
         if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_void_p) != 8:
             return None
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc = c_library()
             for fn in (libc.recvmmsg, libc.sendmmsg):
                 fn.restype = ctypes.c_int
                 fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]

@@ -31,6 +31,7 @@ from waypost.dns.config import (
 )
 from waypost.dns.server import DnsServer
 from waypost.dns.view import CatalogView
+from waypost.listen import listening_socket
 from waypost.workers import Workers, check_workers, worker_argv
 
 log = logging.getLogger("waypost.dns")
@@ -132,7 +133,7 @@ async def _serve_metrics(server: DnsServer, listen: str):  # type: ignore[no-unt
     app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.SockSite(runner, await listening_socket(host, port)).start()
     log.info("dns: metrics on http://%s:%d/metrics", host, port)
     return runner
 

@@ -16,6 +16,7 @@ import struct
 from collections.abc import Sequence
 
 from waypost.dns.config import Network
+from waypost.listen import connected_udp_socket
 
 log = logging.getLogger("waypost.dns.recursor")
 
@@ -83,7 +84,7 @@ class Recursor:
     async def _udp(self, host: str, port: int, query: bytes) -> bytes | None:
         loop = asyncio.get_running_loop()
         transport, proto = await loop.create_datagram_endpoint(
-            lambda: _OneAnswer(query[:2], (host, port)), remote_addr=(host, port)
+            lambda: _OneAnswer(query[:2], (host, port)), sock=connected_udp_socket(host, port)
         )
         try:
             transport.sendto(query)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
@@ -20,12 +21,10 @@ def _usable(ip: str) -> bool:
     return not (addr.is_loopback or addr.is_unspecified or addr.is_link_local)
 
 
-def routable_ip() -> str:
-    """The source address of this host's default route, else a non-loopback address of its name.
+def default_route_ip() -> str:
+    """The source address of this host's default route (IPv4 first), or "" when there is none.
 
-    Never a 127.x / ::1 address (registering those would make other hosts dial themselves);
-    empty when nothing better is known, in which case the catalog uses the node's address.
-    Blocking (name resolution): call it off the event loop.
+    Local syscalls only (a UDP connect picks a route and sends nothing): safe on the event loop.
     """
     for family, probe in _ROUTE_PROBES:
         try:
@@ -36,8 +35,21 @@ def routable_ip() -> str:
             continue
         if _usable(ip):
             return ip
+    return ""
+
+
+async def routable_ip() -> str:
+    """The source address of this host's default route, else a non-loopback address of its name.
+
+    Never a 127.x / ::1 address (registering those would make other hosts dial themselves);
+    empty when nothing better is known, in which case the catalog uses the node's address.
+    """
+    ip = default_route_ip()
+    if ip:
+        return ip
     try:
-        infos = socket.getaddrinfo(socket.gethostname(), None, proto=socket.IPPROTO_TCP)
+        infos = await asyncio.get_running_loop().getaddrinfo(socket.gethostname(), None,
+                                                              proto=socket.IPPROTO_TCP)
     except OSError:
         infos = []
     for info in infos:

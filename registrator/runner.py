@@ -148,7 +148,7 @@ class Registrator:
             node = node or socket.gethostname()
             self.options = dataclasses.replace(self.options, node=node)
         if not self.options.host_ip:
-            self.default_ip = await asyncio.to_thread(routable_ip)
+            self.default_ip = await routable_ip()
             if not self.default_ip:
                 log.warning("could not find this host's routable IP; ports published on 0.0.0.0 are "
                             "registered without an address (the catalog node's address is used); pass --ip")

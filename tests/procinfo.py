@@ -1,4 +1,4 @@
-"""Readings from /proc shared by tests and benchmarks: resident memory and open descriptors."""
+"""Readings from /proc shared by tests and benchmarks: resident memory, open descriptors, threads."""
 
 from __future__ import annotations
 
@@ -39,3 +39,8 @@ def fd_split(pid: int) -> tuple[int, int]:
         else:
             n_other += 1
     return n_unix, n_other
+
+
+def threads(pid: int) -> int:
+    """Number of threads of `pid`."""
+    return _kb_field(f"/proc/{pid}/status", "Threads:")

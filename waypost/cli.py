@@ -123,13 +123,10 @@ def build_parser(environ: dict[str, str] | None = None, only: str | None = None)
 
 
 def install_uvloop() -> bool:
-    """Use uvloop's event loop where it imports."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - platform without uvloop
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
+    """Use uvloop's event loop (waypost's :class:`~waypost.eventloop.Loop`) where it imports."""
+    from waypost.eventloop import install
+
+    return install()
 
 
 async def _run_until_signalled(args: argparse.Namespace) -> int:

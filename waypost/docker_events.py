@@ -96,13 +96,15 @@ class EventBridge:
         self._stream: Any = None
         self._client: docker.APIClient | None = None
         self._thread: threading.Thread | None = None
+        self._finished: asyncio.Future[None] | None = None  # resolved (on the loop) when the thread ends
         self.connected = False
         self.connections = 0
         self.events = 0
 
     def start(self) -> None:
         """Start the reader thread (a daemon: it never keeps the process alive)."""
-        self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
+        self._finished = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run_and_report, name="docker-events", daemon=True)
         self._thread.start()
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -116,8 +118,9 @@ class EventBridge:
                     closer()
                 except Exception:  # noqa: BLE001 - closing a broken stream may fail; we are leaving
                     pass
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, timeout)
+        if self._finished is not None:
+            # the thread reports its end on the loop: nothing blocks while it notices the closed stream
+            await asyncio.wait([self._finished], timeout=timeout)
 
     def subscribe(self, queue: asyncio.Queue[DockerEvent]) -> None:
         """Deliver every later item to `queue` too (call on the loop's thread)."""
@@ -140,6 +143,17 @@ class EventBridge:
     def _deliver(self, item: DockerEvent) -> None:  # on the loop
         for queue in self._queues:
             queue.put_nowait(item)
+
+    def _run_and_report(self) -> None:
+        try:
+            self._run()
+        finally:
+            finished = self._finished
+            if finished is not None:
+                try:
+                    self._loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
+                except RuntimeError:  # the loop is closed already
+                    pass
 
     def _run(self) -> None:
         backoff = self.min_backoff

@@ -38,6 +38,7 @@ from waypost.dns.cli import config_from_args as dns_config_from_args
 from waypost.dns.server import DnsServer
 from waypost.dns.view import CatalogView
 from waypost.docker_events import DockerAPI, EventBridge
+from waypost.listen import listening_socket
 from waypost.registrator import Registrator
 from waypost.registrator.cli import add_registrator_flags
 from waypost.registrator.cli import options_from_args as registrator_options_from_args
@@ -143,7 +144,7 @@ class Host:
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             try:
-                await web.TCPSite(self._runner, self.http_host, self.http_port).start()
+                await web.SockSite(self._runner, await listening_socket(self.http_host, self.http_port)).start()
             except OSError as exc:
                 raise ConfigError(f"--http {self.args.http}: cannot listen ({exc.strerror or exc})") from None
         for flag, host in (("--http", self.http_host), ("--dns", self.dns_config.listen[0] if self.dns_config else "")):

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import logging
 import signal
 import sys
 from collections.abc import Iterable
 
 from waypost.config import ConfigError
+from waypost.libc import libc as c_library
 
 log = logging.getLogger("waypost")
 
@@ -53,7 +53,10 @@ def worker_argv(command: str, args: argparse.Namespace, values: Iterable[str] = 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+_prctl = c_library().prctl  # looked up here: the child must not load anything between fork and exec
 
 
 class Workers:

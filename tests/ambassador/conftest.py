@@ -14,22 +14,22 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-import uvloop
 
 from tests.conftest import free_port
 from tests.proxying import ambassador_factory, ask  # noqa: F401 - shared with tests/faults
 from tests.tooling import require_tool
 from waypost.ambassador.routes import Ambassador
+from waypost.eventloop import new_event_loop
 
 
 def pytest_asyncio_loop_factories(config, item):  # type: ignore[no-untyped-def]
-    """Run this directory's async tests on uvloop, the loop the ambassador uses in production.
+    """Run this directory's async tests on uvloop (waypost's Loop), the loop the ambassador uses in production.
 
     ``WAYPOST_TEST_LOOP=asyncio`` runs them on the stdlib loop instead (what a host without uvloop gets).
     """
     if os.environ.get("WAYPOST_TEST_LOOP") == "asyncio":
         return {"asyncio": asyncio.new_event_loop}
-    return {"uvloop": uvloop.new_event_loop}
+    return {"uvloop": new_event_loop}
 
 
 # ---- redis --------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import pytest
 
 from tests import dockerkit as dk
 from tests.inject.test_inject_docker import BACKEND_CMD, eventually, fetch, hosts_lines
-from tests.procinfo import fd_split
+from tests.procinfo import fd_split, threads
 from tests.up.conftest import CONNECT_LABEL, UpProcess, start_up, stop_up
 
 pytestmark = pytest.mark.docker
@@ -146,6 +146,7 @@ async def test_churn_of_100_containers_exact_registrations_and_no_fd_leak(
         await until(lambda: registrations(up, svc) == [] and not up.status()["ambassadors"], 20, "warm-up gone")
         await asyncio.sleep(1.0)
         _, baseline = fd_split(up.proc.pid)
+        threads_before = threads(up.proc.pid)
 
         started: list[str] = []
 
@@ -182,6 +183,8 @@ async def test_churn_of_100_containers_exact_registrations_and_no_fd_leak(
         await until(fds_back, 30, f"descriptors (Docker API connections aside) back to {baseline} ± {FD_SLACK}")
         docker_conns, others = fd_split(up.proc.pid)
         assert docker_conns <= DOCKER_CONN_CAP, f"{docker_conns} unix sockets: Docker API connections pile up"
+        # the event bridge, the namespace thread (and the catalog's disk writer): none per container
+        assert threads(up.proc.pid) == threads_before, "threads left behind by attached/detached containers"
         print(f"\n{CHURN} containers churned in {churned_in:.1f}s; descriptors other than Docker API connections "
               f"{baseline} -> {others}, Docker API connections {docker_conns} (cap {DOCKER_CONN_CAP})")
         assert up.proc.poll() is None and "Traceback" not in up.log()

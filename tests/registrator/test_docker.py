@@ -78,7 +78,7 @@ async def test_naming_labels_env_tags_meta(catalog_client, start_registrator, bu
     assert svc.port == host_port(c, "80/tcp")
     assert svc.meta_dict == {"region": "eu", "team": "label-team", MARKER_NODE: NODE, MARKER_CONTAINER: c.id}
     # 0.0.0.0 binding → this host's routable address, never loopback
-    assert svc.address == routable_ip() == registrator.default_ip
+    assert svc.address == await routable_ip() == registrator.default_ip
     assert not ipaddress.ip_address(svc.address).is_loopback
     # visible to readers through the health endpoint, with the same data
     (inst,) = await catalog_client.instances("from-label")
@@ -126,7 +126,7 @@ async def test_internal_vs_published(catalog_client, start_registrator, busybox_
     await start_registrator(node="othernode")
     svc2 = next(s for s in (await catalog_client.local_services()).values()
                 if s.meta_dict.get(MARKER_NODE) == "othernode" and s.meta_dict[MARKER_CONTAINER] == internal_c.id)
-    assert svc2.port == host_port(internal_c, "9000/tcp") and svc2.address == routable_ip()
+    assert svc2.port == host_port(internal_c, "9000/tcp") and svc2.address == await routable_ip()
 
 
 async def test_host_network(catalog_client, start_registrator, busybox_image, docker_client) -> None:

@@ -13,6 +13,7 @@ import dns.rdatatype
 from tests.dockerkit import run as docker_run
 from tests.inject.test_inject_docker import BACKEND_CMD, fetch
 from tests.polling import eventually
+from tests.procinfo import threads
 from tests.up.conftest import CONNECT_LABEL, start_up, stop_up
 
 
@@ -45,6 +46,9 @@ async def test_up_registers_resolves_and_routes(waypost_up, busybox_image, docke
     assert route["backends"][0]["total"] >= 1
     assert status["dns"]["queries"] >= 1 and status["dns"]["stale"] is False
     assert status["registrator"]["node"] == "uptest"
+    # one event loop does all of it; the only other threads are the Docker event bridge and the
+    # namespace thread (no --data-dir here, so no disk writer; no resolver or executor threads)
+    assert threads(waypost_up.proc.pid) == 3
 
 
 def test_metrics_health_and_page(waypost_up) -> None:

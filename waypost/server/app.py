@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from waypost.listen import listening_socket
 from waypost.server.checks import CheckRunner
 from waypost.server.http_util import (
     DEFAULT_WAIT,
@@ -135,8 +136,9 @@ class CatalogServer:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
                                      logger=http_log)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
         try:
+            sock = await listening_socket(self.host, self.port)
+            site = web.SockSite(self._runner, sock, ssl_context=self.ssl_context)
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()
@@ -144,9 +146,7 @@ class CatalogServer:
                 await self.persister.close()
             raise OSError(exc.errno, f"cannot listen on {self.host}:{self.port}: {exc.strerror}; "
                                      "pick another --listen address or stop what uses it") from exc
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        self.port = sock.getsockname()[1]
         await self.checks.start()
 
     async def stop(self) -> None:
