@@ -107,6 +107,11 @@ def catalog_route_rss(spawn, redis_port: int, env: dict[str, str]) -> int:  # ty
     return rss_kb(amb.pid)
 
 
+def spread(values: list[float]) -> float:
+    """(max - min) / median of repeated measurements of one target."""
+    return (max(values) - min(values)) / statistics.median(values) if len(values) > 1 else 0.0
+
+
 def redis_bench(port: int, conns: int, requests: int, test: str) -> tuple[float, float]:
     out = subprocess.run(
         ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(conns), "-n", str(requests),
@@ -240,6 +245,11 @@ listen iperf
         r_h = med["waypost"] / med["haproxy"] if med["haproxy"] else float("nan")
         r_d = med["waypost"] / med["direct"] if med["direct"] else float("nan")
         print(f"{metric:<24}{cells}{r_h:>11.2f}x{r_d:>10.2f}x")
+    for metric in (m for m in metrics if m.endswith("c=50 req/s")):
+        ratios = [w / h for w, h in zip(results[(metric, "waypost")], results[(metric, "haproxy")], strict=True) if h]
+        noise = (f" (the machine's noise: same-target rounds vary {spread(results[(metric, 'haproxy')]):.0%} "
+                 f"for haproxy, {spread(results[(metric, 'waypost')]):.0%} for waypost)") if rounds > 1 else ""
+        print(f"{metric} waypost/haproxy per round: " + " ".join(f"{r:.2f}" for r in ratios) + noise)
     us = {t: 1e6 * cpu_per_req[t] / cpu_reqs[t] for t in cpu_per_req}
     print(f"\nproxy CPU per redis request (all redis runs; less noisy than req/s on a busy machine): "
           f"haproxy {us['haproxy']:.1f} µs, waypost {us['waypost']:.1f} µs "
