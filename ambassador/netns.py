@@ -17,6 +17,7 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 
 from waypost.libc import libc as c_library
+from waypost.listen import tcp_listener
 
 CLONE_NEWNET = 0x40000000
 
@@ -109,16 +110,7 @@ class NamespaceBinder:
                 raise NamespaceError(exc.errno, f"cannot enter {path}: {exc.strerror} (needs CAP_SYS_ADMIN)") from None
             try:
                 family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                sock = socket.socket(family, socket.SOCK_STREAM)
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    sock.bind((host, port))
-                    sock.listen(backlog)
-                    sock.setblocking(False)
-                except OSError:
-                    sock.close()
-                    raise
-                return sock
+                return tcp_listener(family, (host, port), backlog=backlog)
             finally:
                 setns(self._home)  # always come home; failing here is fatal for the thread
         finally:

@@ -25,20 +25,10 @@ def numeric_family(host: str) -> int | None:
     return socket.AF_INET6 if addr.version == 6 else socket.AF_INET
 
 
-async def _family_of(host: str, port: int, kind: int) -> tuple[int, tuple]:  # type: ignore[type-arg]
-    family = numeric_family(host)
-    if family is not None:
-        return family, (host, port)
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=kind, flags=socket.AI_PASSIVE)
-    if not infos:
-        raise OSError(f"{host!r} resolves to no address")
-    return infos[0][0], infos[0][4]
-
-
-async def listening_socket(host: str, port: int, *, backlog: int = 1024, reuse_port: bool = False) -> socket.socket:
-    """A non-blocking TCP socket listening on host:port (SO_REUSEADDR; IPv6 sockets are v6-only, as
-    asyncio makes them), for ``create_server(sock=…)`` or aiohttp's ``SockSite``."""
-    family, address = await _family_of(host, port, socket.SOCK_STREAM)
+def tcp_listener(family: int, address: tuple, *, backlog: int = 1024,  # type: ignore[type-arg]
+                 reuse_port: bool = False) -> socket.socket:
+    """A non-blocking TCP socket of `family` listening on `address` (SO_REUSEADDR; IPv6 sockets
+    are v6-only, as asyncio makes them). Binds in whatever network namespace the thread is in."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -54,6 +44,17 @@ async def listening_socket(host: str, port: int, *, backlog: int = 1024, reuse_p
         sock.close()
         raise
     return sock
+
+
+async def listening_socket(host: str, port: int, *, backlog: int = 1024, reuse_port: bool = False) -> socket.socket:
+    """:func:`tcp_listener` on host:port, for ``create_server(sock=…)`` or aiohttp's ``SockSite``."""
+    family = numeric_family(host)
+    if family is not None:
+        return tcp_listener(family, (host, port), backlog=backlog, reuse_port=reuse_port)
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    if not infos:
+        raise OSError(f"{host!r} resolves to no address")
+    return tcp_listener(infos[0][0], infos[0][4], backlog=backlog, reuse_port=reuse_port)
 
 
 def connected_udp_socket(host: str, port: int) -> socket.socket:
