@@ -22,45 +22,68 @@ from .runner import CatalogUnavailable, Registrator
 log = logging.getLogger("waypost.registrator")
 
 
+# gliderlabs/registrator's Go-style spellings, accepted by `waypost registrator` so an old command
+# line keeps working (Go's flag package takes -flag and --flag alike)
+GLIDERLABS_SPELLINGS = {
+    "--ip": "-ip", "--internal": "-internal", "--explicit": "-explicit", "--tags": "-tags",
+    "--resync": "-resync", "--cleanup": "-cleanup", "--deregister": "-deregister",
+    "--retry-attempts": "-retry-attempts", "--retry-interval": "-retry-interval",
+    "--use-ip-from-label": "-useIpFromLabel",
+}
+# gliderlabs flags with no job here: accepted, and a warning says why
+UNNEEDED_GLIDERLABS_FLAGS = ("-ttl", "-ttl-refresh")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `waypost registrator` flags."""
+    """The `waypost registrator` flags (gliderlabs' single-dash spellings accepted too)."""
     parser.add_argument("registry", nargs="?", metavar="REGISTRY_URI", default=None,
                         help="gliderlabs-style registry URI, e.g. consul://127.0.0.1:8500 (same as --catalog)")
     group = parser.add_argument_group("registrator")
-    group.add_argument("--ip", default="", metavar="IP",
+    group.add_argument("--ip", GLIDERLABS_SPELLINGS["--ip"], default="", metavar="IP",
                        help="address to register for published ports (default: this host's routable IP)")
     group.add_argument("--node", default="", metavar="NAME",
                        help="this host's identity in service IDs and the waypost-node Meta marker "
                             "(default: the Docker engine's host name)")
-    add_registrator_flags(group)
+    add_registrator_flags(group, gliderlabs_spellings=True)
+    for flag in UNNEEDED_GLIDERLABS_FLAGS:
+        group.add_argument(flag, dest=f"gliderlabs_{flag.strip('-').replace('-', '_')}", default=None,
+                           metavar="N", help=argparse.SUPPRESS)
     add_catalog_arguments(parser)
 
 
-def add_registrator_flags(group: argparse._ActionsContainer) -> None:
+def add_registrator_flags(group: argparse._ActionsContainer, gliderlabs_spellings: bool = False) -> None:
     """The registrator's own flags, shared with `waypost up` (which owns --ip, --node, --catalog)."""
-    group.add_argument("--internal", action="store_true",
+
+    def names(flag: str) -> tuple[str, ...]:
+        alias = GLIDERLABS_SPELLINGS.get(flag) if gliderlabs_spellings else None
+        return (flag, alias) if alias else (flag,)
+
+    group.add_argument(*names("--internal"), action="store_true",
                        help="register exposed ports at the container's own IP instead of published ports")
     group.add_argument("--network", default="", metavar="NAME",
                        help="with --internal: the Docker network whose IP to register")
-    group.add_argument("--explicit", action="store_true",
+    group.add_argument(*names("--explicit"), action="store_true",
                        help="only register ports that have SERVICE_NAME or SERVICE_<port>_NAME")
-    group.add_argument("--tags", default="", metavar="LIST",
+    group.add_argument(*names("--tags"), default="", metavar="LIST",
                        help="comma list of tags added to every service (\\, escapes a comma; {{.Config.X}} templates)")
-    group.add_argument("--resync", type=float, default=0.0, metavar="SECONDS",
+    group.add_argument(*names("--resync"), type=float, default=0.0, metavar="SECONDS",
                        help="also compare everything every SECONDS (0: only on start and reconnect)")
-    group.add_argument("--cleanup", action="store_true",
+    group.add_argument(*names("--cleanup"), action="store_true",
                        help="also remove this node's dangling gliderlabs-style registrations, and "
                             "on-success-kept ones once the container stopped")
-    group.add_argument("--deregister", default="always", choices=DEREGISTER_MODES,
+    group.add_argument(*names("--deregister"), default="always", choices=DEREGISTER_MODES,
                        help="when a container exits: always deregister, or only on-success (exit 0 or a signal)")
-    group.add_argument("--retry-attempts", type=int, default=-1, metavar="N",
+    group.add_argument(*names("--retry-attempts"), type=int, default=-1, metavar="N",
                        help="at start, how many times to retry reaching the catalog (-1: forever)")
-    group.add_argument("--retry-interval", type=int, default=2000, metavar="MS",
+    group.add_argument(*names("--retry-interval"), type=int, default=2000, metavar="MS",
                        help="milliseconds between those retries; also the cap of runtime retry backoff")
-    group.add_argument("--use-ip-from-label", default="", metavar="LABEL",
+    group.add_argument(*names("--use-ip-from-label"), default="", metavar="LABEL",
                        help="register the IP found in this container label (e.g. an IPAM-assigned address)")
     group.add_argument("--deregister-on-exit", action="store_true",
                        help="on shutdown, remove this node's registrations (default: leave them)")
+    group.add_argument("--no-docker-health", dest="docker_health", action="store_false",
+                       help="don't turn a container's Docker HEALTHCHECK status into a check (by default an "
+                            "instance is critical, so not routed, until Docker calls it healthy)")
     group.add_argument("--docker", default=None, metavar="URL",
                        help="Docker engine URL (default: $DOCKER_HOST, else the local socket)")
 
@@ -78,6 +101,10 @@ def options_from_args(args: argparse.Namespace) -> RegistratorOptions:
             ipaddress.ip_address(args.ip)
         except ValueError:
             raise ConfigError(f"--ip {args.ip!r}: not an IP address; write e.g. --ip 192.0.2.10") from None
+    for flag in UNNEEDED_GLIDERLABS_FLAGS:
+        if getattr(args, f"gliderlabs_{flag.strip('-').replace('-', '_')}", None) is not None:
+            log.warning("%s is gliderlabs' registration TTL; not needed here (Waypost reconciles with Docker on "
+                        "start, reconnect and --resync, and --cleanup removes its orphans); ignored", flag)
     if args.network and not args.internal:
         log.warning("--network %s only matters with --internal; ignored", args.network)
     return RegistratorOptions(
@@ -94,6 +121,7 @@ def options_from_args(args: argparse.Namespace) -> RegistratorOptions:
         use_ip_from_label=args.use_ip_from_label,
         network=args.network,
         deregister_on_exit=args.deregister_on_exit,
+        docker_health=args.docker_health,
     )
 
 

@@ -3,23 +3,30 @@
 Rules (compatible with gliderlabs/registrator, with the differences noted):
 
 - Metadata comes from ``SERVICE_*`` environment variables and labels; a label wins over an env var
-  of the same key (gliderlabs let env win; Waypost's contract says label wins). A port-specific key
-  ``SERVICE_<port>_<KEY>`` wins over the generic ``SERVICE_<KEY>`` for that port.
+  of the same key (as in gliderlabs' ``serviceMetaData``). A port-specific key
+  ``SERVICE_<port>_<KEY>`` wins over the generic ``SERVICE_<KEY>`` for that port; for the check, a
+  port-specific check kind (``SERVICE_<port>_CHECK_TCP`` …) replaces every generic one.
 - One service per port. Without ``internal``: published ports only, at ``--ip`` or the binding's
   host IP, where 0.0.0.0 / :: / empty means the host's routable IP (passed in by the caller).
   With ``internal``: exposed ports at the container's IP on ``--network`` (else its own network).
   Host-network containers register their exposed ports at the host IP.
 - Name: ``SERVICE_NAME`` / ``SERVICE_<port>_NAME``, else the image basename without registry, tag
-  or digest; a ``-<port>`` suffix when the container registers several ports, unless the name came
-  from the port-specific key. ``explicit`` skips ports without a name.
+  or digest; a ``-<port>`` suffix when the container has several ports to register (counted before
+  ``SERVICE_IGNORE`` or ``explicit`` drop any, as gliderlabs counts), unless the name came from the
+  port-specific key. ``explicit`` skips ports without a name.
+- With ``internal``, a port is skipped (with a warning) when the container has no IP to register
+  (``--network none``, or the container whose network it shares is gone). A ``container:<id>``
+  container without ``internal`` registers nothing: its ports are reachable only at the other
+  container's address (a warning says so).
 - ID: ``<node>:<container-name>:<port>[:udp]`` unless ``SERVICE_ID``; UDP ports get the ``udp`` tag.
+  An ID given to several ports of one container is registered for the lowest port only (warning).
 - Tags: ``SERVICE_TAGS`` then ``--tags`` (comma lists, ``\\,`` escapes a comma; ``{{.Path}}`` and
   ``{{index .Path "key"}}`` templates read the inspect document, e.g. ``{{.Config.Hostname}}``).
 - Checks: ``CHECK_HTTP``/``_HTTPS`` (path), ``_TCP``, ``_TTL`` with ``_INTERVAL``, ``_TIMEOUT``,
   ``_INITIAL_STATUS``, ``_DEREGISTER_AFTER``, ``_TLS_SKIP_VERIFY``. Any other key becomes Meta
   (lower-cased); keys Consul rejects are skipped with a warning.
 - Docker state check (Waypost's addition): a TTL check ``waypost:<service-id>:docker`` is attached
-  when the container has a Docker HEALTHCHECK or is paused. Its status is passing when healthy,
+  when the container has a Docker HEALTHCHECK (unless ``--no-docker-health``) or is paused. Its status is passing when healthy,
   critical when starting, unhealthy or paused. The registrator flips it on ``health_status`` and
   pause/unpause events.
 - Ownership (Waypost's addition): Meta ``waypost-node=<node>`` and ``waypost-container=<id>``.
@@ -318,7 +325,17 @@ def _ports(
     elif options.internal:
         source = peer if (peer is not None and mode.startswith("container:")) else container
         address = container_ip(source, options.network, warn, who)
-        result = [_Port(n, p, address, n) for (n, p) in keys]
+        if address or options.use_ip_from_label:  # a label's IP stands in for a missing one
+            result = [_Port(n, p, address, n) for (n, p) in keys]
+        elif keys:
+            why = ("the container whose network it shares is gone" if mode.startswith("container:")
+                   else f"network mode {mode!r} gives it none")
+            warn.append(f"{who}: --internal, but the container has no IP address ({why}); its ports "
+                        f"{', '.join(str(n) for n, _ in sorted(keys))} are not registered")
+    elif mode.startswith("container:"):
+        if keys:
+            warn.append(f"{who}: shares the network of {mode[len('container:'):][:12]}, so it publishes no ports "
+                        "of its own; its exposed ports are registered only with --internal (at that container's IP)")
     else:
         for (number, proto), key in keys.items():
             bindings = published.get(key) or []
@@ -356,8 +373,18 @@ def _duration(meta: dict[str, _Value], key: str, default: str, warn: list[str], 
     return default
 
 
-def _check(meta: dict[str, _Value], sid: str, address: str, port: int, warn: list[str], who: str) -> CheckDef | None:
-    """The check declared by ``SERVICE_CHECK_*`` metadata, if any (gliderlabs' precedence)."""
+CHECK_KINDS = ("check_http", "check_https", "check_ttl", "check_tcp", "check_script", "check_cmd", "check_docker")
+
+
+def _check(meta: dict[str, _Value], from_port: set[str], sid: str, service_name: str, address: str, port: int,
+           warn: list[str], who: str) -> CheckDef | None:
+    """The check declared by ``SERVICE_CHECK_*`` metadata, if any (gliderlabs' precedence among kinds).
+
+    A port-specific kind (``SERVICE_443_CHECK_TCP``) replaces every generic kind for that port, so a
+    container-wide ``SERVICE_CHECK_HTTP`` does not override it.
+    """
+    if from_port.intersection(CHECK_KINDS):
+        meta = {k: v for k, v in meta.items() if k not in CHECK_KINDS or k in from_port}
 
     def text(key: str) -> str:
         value = meta.get(key)
@@ -402,15 +429,18 @@ def _check(meta: dict[str, _Value], sid: str, address: str, port: int, warn: lis
         initial_status=initial,
         tls_skip_verify=skip_verify and url.startswith("https"),
         check_id=metadata_check_id(sid),
-        name=f"Service '{sid}' check",
+        name=f"Service '{service_name}' check",  # Consul's default name for a service's check
     )
 
 
-def docker_state(container: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(status, output) of the Docker state check, or None when the container needs none."""
+def docker_state(container: Mapping[str, Any], use_health: bool = True) -> tuple[str, str] | None:
+    """(status, output) of the Docker state check, or None when the container needs none.
+
+    `use_health` False (``--no-docker-health``) leaves a HEALTHCHECK's status out; pause still counts.
+    """
     state = container.get("State") or {}
     health = state.get("Health") or {}
-    health_status = str(health.get("Status") or "")
+    health_status = str(health.get("Status") or "") if use_health else ""
     if state.get("Paused"):
         return CRITICAL, "container is paused"
     if not health_status or health_status == "none":
@@ -573,9 +603,10 @@ def describe(
             continue
         chosen.append((port, meta, from_port))
 
-    group = len(chosen) > 1
+    group = len(ports) > 1  # before SERVICE_IGNORE / --explicit dropped any: gliderlabs' naming
     services: list[ServiceDef] = []
-    state = docker_state(container)
+    id_ports: dict[str, int] = {}
+    state = docker_state(container, options.docker_health)
     for port, meta, from_port in chosen:
         service_name = _service_name(meta.get("name"), default_name, warn, who)
         if group and "name" not in from_port:
@@ -583,6 +614,12 @@ def describe(
         _dns_warning(service_name, meta.get("name"), warn, who)
         suffix = "" if port.proto == "tcp" else f":{port.proto}"
         sid = _service_id(meta.get("id"), f"{options.node}:{name}:{port.number}{suffix}", warn, who)
+        if sid in id_ports:
+            source = meta["id"].source if "id" in meta else "the service ID"
+            warn.append(f"{who}: {source}={show(sid)} names port {id_ports[sid]} already; port "
+                        f"{port.number} is not registered (give each port its own SERVICE_<port>_ID)")
+            continue
+        id_ports[sid] = port.number
         tags = _tags(split_escaped(meta["tags"].value), meta["tags"].source, container, warn, who) if "tags" in meta else []
         tags += _tags(options.tags, "--tags", container, warn, who)
         if port.proto != "tcp":
@@ -593,7 +630,7 @@ def describe(
             tags = tags[:MAX_TAGS]
         address = label_ip or port.address
         checks: list[CheckDef] = []
-        declared = _check(meta, sid, address, port.port, warn, who)
+        declared = _check(meta, from_port, sid, service_name, address, port.port, warn, who)
         if declared is not None:
             checks.append(declared)
         if state is not None:

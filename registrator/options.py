@@ -29,6 +29,7 @@ class RegistratorOptions:
     use_ip_from_label: str = ""
     network: str = ""
     deregister_on_exit: bool = False
+    docker_health: bool = True  # a Docker HEALTHCHECK's status becomes a check (--no-docker-health: not)
 
     def __post_init__(self) -> None:
         if self.deregister not in DEREGISTER_MODES:

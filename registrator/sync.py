@@ -254,7 +254,7 @@ class Reconciler:
                     self.kick(other)  # it wanted the same ID: it may have it now
 
     async def _update_docker_check(self, sid: str, status: str, doc: dict[str, Any] | None) -> None:
-        state = docker_state(doc or {})
+        state = docker_state(doc or {}, self.options.docker_health)
         output = state[1] if state else ""
         await self._call(lambda: self.catalog.update_ttl(docker_check_id(sid), status, output))
         self.writes += 1

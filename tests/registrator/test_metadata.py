@@ -148,11 +148,12 @@ def test_ignore_false_words_do_not_ignore() -> None:
         assert len(describe(container(env={"SERVICE_IGNORE": word}, published=PUBLISHED_80), opts(), HOST).services) == 1
 
 
-def test_ignore_one_port_leaves_other_unsuffixed() -> None:
+def test_ignoring_one_port_keeps_the_others_name() -> None:
+    # gliderlabs counts the ports before SERVICE_IGNORE: web-80 stays web-80 when 443 is ignored
     doc = container(env={"SERVICE_443_IGNORE": "1"},
                     published={"443/tcp": [("0.0.0.0", "4443")], "80/tcp": [("0.0.0.0", "8000")]})
     svc = one(doc)
-    assert (svc.name, svc.port) == ("web", 8000)
+    assert (svc.name, svc.port) == ("web-80", 8000)
 
 
 def test_explicit_requires_a_name() -> None:
@@ -214,6 +215,50 @@ def test_internal_container_network_mode_uses_peer_ip() -> None:
     peer = container(name="pod", ip="172.17.0.77")
     result = describe(doc, opts(internal=True), HOST, peer=peer)
     assert result.services[0].address == "172.17.0.77"
+
+
+def test_internal_without_an_ip_registers_nothing_and_says_why() -> None:
+    # --network none: registering "" would make the catalog use the node's address with the
+    # container's port, which points at whatever the host runs there
+    none = describe(container(exposed=["80/tcp"], mode="none", networks={"none": {"IPAddress": ""}}),
+                    opts(internal=True), HOST)
+    assert none.services == ()
+    assert any("no IP address" in w and "'none'" in w and "80" in w for w in none.warnings)
+    # the container whose network it shares is gone (its inspect failed)
+    orphan = describe(container(exposed=["8080/tcp"], mode="container:" + "f" * 64, networks={}),
+                      opts(internal=True), HOST, peer=None)
+    assert orphan.services == ()
+    assert any("shares is gone" in w for w in orphan.warnings)
+
+
+def test_container_network_mode_without_internal_warns() -> None:
+    result = describe(container(exposed=["8080/tcp"], mode="container:" + "f" * 64, networks={}), opts(), HOST)
+    assert result.services == ()
+    assert any("--internal" in w and "ffffffffffff" in w for w in result.warnings)
+
+
+def test_one_service_id_on_two_ports_registers_the_lowest_and_warns() -> None:
+    doc = container(env={"SERVICE_ID": "api"},
+                    published={"443/tcp": [("0.0.0.0", "8443")], "80/tcp": [("0.0.0.0", "8000")]})
+    result = describe(doc, opts(), HOST)
+    assert [(s.id, s.port) for s in result.services] == [("api", 8000)]
+    assert any("SERVICE_ID" in w and "443" in w and "SERVICE_<port>_ID" in w for w in result.warnings)
+
+
+def test_port_specific_check_kind_beats_a_generic_one() -> None:
+    doc = container(env={"SERVICE_CHECK_HTTP": "/health", "SERVICE_443_CHECK_TCP": "true"},
+                    published={"443/tcp": [("0.0.0.0", "8443")], "80/tcp": [("0.0.0.0", "8000")]})
+    checks = {s.port: s.checks[0] for s in describe(doc, opts(), HOST).services}
+    assert (checks[8000].kind, checks[8000].target) == ("http", f"http://{HOST}:8000/health")
+    assert (checks[8443].kind, checks[8443].target) == ("tcp", f"{HOST}:8443")
+
+
+def test_no_docker_health_leaves_healthcheck_out_but_not_pause() -> None:
+    starting = container(published=PUBLISHED_80, health="starting")
+    assert one(starting, docker_health=False).checks == ()
+    assert [c.initial_status for c in one(starting).checks] == [CRITICAL]
+    paused = container(published=PUBLISHED_80, health="healthy", paused=True)
+    assert [c.initial_status for c in one(paused, docker_health=False).checks] == [CRITICAL]
 
 
 def test_zero_binding_uses_host_ip_and_ip_flag_overrides() -> None:
@@ -355,7 +400,7 @@ def test_http_check() -> None:
     svc = one(container(env={"SERVICE_CHECK_HTTP": "/health", "SERVICE_CHECK_INTERVAL": "15s",
                              "SERVICE_CHECK_TIMEOUT": "1s"}, published=PUBLISHED_80))
     (check,) = svc.checks
-    assert check.to_consul() == {"CheckID": metadata_check_id(svc.id), "Name": f"Service '{svc.id}' check",
+    assert check.to_consul() == {"CheckID": metadata_check_id(svc.id), "Name": "Service 'web' check",
                                  "HTTP": f"http://{HOST}:32768/health", "Interval": "15s", "Timeout": "1s"}
 
 
