@@ -67,9 +67,10 @@ async def test_check_update_endpoint_and_non_ttl_check(server, aio):
         async with http.put(server.url + "/v1/agent/check/update/service:u-1",
                             json={"Status": "warning", "Output": "disk 91%"}) as resp:
             assert resp.status == 200
-        async with http.put(server.url + "/v1/agent/check/pass/serfHealth") as resp:
+        await aio.agent.check.register("probe", check=consul.Check.tcp("127.0.0.1", 1, "10m"), check_id="probe")
+        async with http.put(server.url + "/v1/agent/check/pass/probe") as resp:
             assert resp.status == 500
-            assert await resp.text() == 'CheckID "serfHealth" does not have associated TTL'
+            assert await resp.text() == 'CheckID "probe" does not have associated TTL'
     chk = await check_of(aio, "service:u-1")
     assert (chk["Status"], chk["Output"]) == ("warning", "disk 91%")
 

@@ -28,7 +28,7 @@ from waypost.server.registration import (
     build_service,
     catalog_check,
 )
-from waypost.server.store import CRITICAL, PASSING, VALID_STATUSES, WARNING
+from waypost.server.store import CRITICAL, PASSING, SERF_CHECK_ID, VALID_STATUSES, WARNING
 
 try:
     from waypost.server.filter import FilterError, compile_filter
@@ -47,6 +47,7 @@ DEFAULT_SERVICE_MAINT_REASON = ("Maintenance mode is enabled for this service, b
                                 "This is a default message.")
 DEFAULT_NODE_MAINT_REASON = ("Maintenance mode is enabled for this node, but no reason was provided. "
                              "This is a default message.")
+MAINTENANCE = "maintenance"
 
 Predicate = Callable[[Any], bool]
 
@@ -87,6 +88,17 @@ def _meta_ok(node: dict[str, Any], wanted: list[tuple[str, str]]) -> bool:
     return all(meta.get(k) == v for k, v in wanted)
 
 
+def aggregated_status(checks: list[dict[str, Any]]) -> str:
+    """Consul's ``api.HealthChecks.AggregatedStatus``: maintenance > critical > warning > passing."""
+    statuses = set()
+    for chk in checks:
+        cid = chk["CheckID"]
+        if cid == NODE_MAINT_ID or cid.startswith(SERVICE_MAINT_PREFIX):
+            return MAINTENANCE
+        statuses.add(chk["Status"])
+    return CRITICAL if CRITICAL in statuses else WARNING if WARNING in statuses else PASSING
+
+
 def _has_tags(svc: dict[str, Any], tags: list[str]) -> bool:
     have = {t.lower() for t in svc["Tags"]}
     return all(t.lower() in have for t in tags)
@@ -102,19 +114,19 @@ class Api:
     def __init__(self, server: CatalogServer) -> None:
         self.server = server
         self.store = server.store
-        # encoded health/service answers by query, valid while the service's index stays put: many
-        # watchers of one service (DNS, ambassadors) share one encoding per change
-        self._encoded: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        # encoded health/service answers by query, valid while the service's index and health
+        # generation stay put: many watchers of one service (DNS, ambassadors) share one encoding
+        self._encoded: OrderedDict[str, tuple[tuple[int, int], bytes]] = OrderedDict()
 
-    def _cached(self, request: web.Request, idx: int, build: Callable[[], Any]) -> bytes:
+    def _cached(self, request: web.Request, token: tuple[int, int], build: Callable[[], Any]) -> bytes:
         key = request.path + "?" + "&".join(f"{k}={v}" for k, v in sorted(request.query.items())
                                              if k not in ("index", "wait", "token", "pretty"))
         hit = self._encoded.get(key)
-        if hit is not None and hit[0] == idx:
+        if hit is not None and hit[0] == token:
             self._encoded.move_to_end(key)
             return hit[1]
         body = json.dumps(build(), separators=(",", ":")).encode()
-        self._encoded[key] = (idx, body)
+        self._encoded[key] = (token, body)
         self._encoded.move_to_end(key)
         while len(self._encoded) > ENCODED_CACHE_SIZE:
             self._encoded.popitem(last=False)
@@ -142,7 +154,7 @@ class Api:
             node = store.nodes[nkey]
             if node_meta and not _meta_ok(node, node_meta):
                 continue
-            checks = sorted(store.node_checks(nkey) + store.service_checks(nkey, sid), key=lambda c: c["CheckID"])
+            checks = store.health_entry_checks(nkey, sid)
             if passing and any(c["Status"] != PASSING for c in checks):
                 continue
             out.append({"Node": render.node_json(node), "Service": render.node_service_json(svc),
@@ -307,7 +319,7 @@ class Api:
         return await self._agent_write(*changes)
 
     def _known_check(self, cid: str) -> None:
-        if (self.store.node_key, cid) not in self.store.checks:
+        if not self.store.is_local_check(cid):
             raise not_found(f'Unknown check ID "{cid}". Ensure that the check ID is passed, not the check name.')
 
     async def agent_check_deregister(self, request: web.Request) -> web.Response:
@@ -343,10 +355,10 @@ class Api:
         return await self._ttl_update(request.match_info["id"], status, f.str("Output"))
 
     def _agent_health(self, svc: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
-        checks = self.store.service_checks(self.store.node_key, svc["ID"]) + self.store.node_checks(
-            self.store.node_key)
-        statuses = {c["Status"] for c in checks}
-        status = CRITICAL if CRITICAL in statuses else WARNING if WARNING in statuses else PASSING
+        """Consul's agentHealthService: the agent's own checks of the service and its node."""
+        checks = [c for c in self.store.health_entry_checks(self.store.node_key, svc["ID"])
+                  if c["CheckID"] != SERF_CHECK_ID]
+        status = aggregated_status(checks)
         code = {PASSING: 200, WARNING: 429}.get(status, 503)
         info = {"AggregatedStatus": status, "Service": render.agent_service_json(svc, self.server.datacenter),
                 "Checks": checks}
@@ -564,7 +576,9 @@ class Api:
             def build() -> Any:
                 return _apply(pred, self._entries_for(name, tags, passing, meta))
 
-            return idx, (build() if pretty else self._cached(request, idx, build))
+            if pretty:
+                return idx, build()
+            return idx, self._cached(request, (idx, self.store.health_generation(name)), build)
 
         idx, data = await self.server.blocking(request, ["s:" + name.lower()], compute)
         if pretty:

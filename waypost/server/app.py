@@ -33,7 +33,7 @@ from waypost.server.http_util import (
     text_response,
 )
 from waypost.server.persist import Persister, PersistError
-from waypost.server.store import PASSING, Change, Store
+from waypost.server.store import PASSING, SERF_CHECK_ID, Change, Store
 
 log = logging.getLogger("waypost.catalog")
 
@@ -56,7 +56,6 @@ class _ClientErrorFilter(logging.Filter):
 http_log = logging.getLogger("waypost.catalog.http")
 http_log.addFilter(_ClientErrorFilter())
 
-SERF_CHECK_ID = "serfHealth"
 CONSUL_COMPAT_VERSION = "1.17.0"
 MAX_BODY = 4 * 1024 * 1024
 DURABLE_WAIT = 2.0  # how long a read waits for its index to reach the disk before answering anyway

@@ -180,7 +180,8 @@ class CheckRunner:
                 delay = random.uniform(0, max(definition["Interval"], MIN_INTERVAL)) if initial else 0.0
                 task = asyncio.create_task(self._probe_loop(cid, definition, delay), name=f"check {cid}")
                 self._tasks[cid] = (definition, task)
-            elif kind == "ttl" and cid not in self._ttl_timers:
+            elif kind == "ttl":
+                # a changed registration restarts the clock with its (maybe new) TTL, as Consul's addCheck
                 self._arm_ttl(cid, definition["TTL"])
 
     # ---- results ------------------------------------------------------------------------------

@@ -221,6 +221,23 @@ class Fields:
             raise self._decode_error(name, "an object", value)
         return Fields(value, f"{self.where}.{name}")
 
+    def obj_map(self, name: str) -> dict[str, Fields]:
+        """An object of objects with its keys exactly as sent (Go map keys are case-sensitive);
+        null entries are skipped."""
+        value = self.raw(name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self._decode_error(name, "an object", value)
+        out = {}
+        for key, entry in value.items():
+            if entry is None:
+                continue
+            if not isinstance(entry, dict):
+                raise self._decode_error(f"{name}.{key}", "an object", entry)
+            out[key] = Fields(entry, f"{self.where}.{name}.{key}")
+        return out
+
     def obj_list(self, name: str) -> list[Fields]:
         value = self.raw(name)
         if value is None:

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from waypost.server.http_util import Fields, bad_request, format_duration
-from waypost.server.store import CRITICAL, VALID_STATUSES
+from waypost.server.store import CRITICAL, SERF_CHECK_ID, VALID_STATUSES
 
 UNSUPPORTED_CHECK_FIELDS = {
     "args": "script", "scriptargs": "script", "script": "script", "dockercontainerid": "Docker",
@@ -104,6 +104,9 @@ def build_check(f: Fields, node: str, default_id: str, default_name: str, servic
         "DeregisterCriticalServiceAfter": deregister_after,
     }
     check_id = f.str("CheckID") or f.str("ID") or default_id
+    if check_id == SERF_CHECK_ID:
+        raise bad_request(f'Invalid check: CheckID "{SERF_CHECK_ID}" is the node\'s liveness check, which the '
+                          "catalog manages; give the check another ID")
     record = {
         "Node": node,
         "CheckID": check_id,
@@ -149,13 +152,8 @@ def build_service(f: Fields) -> dict[str, Any]:
         raise bad_request(f"Invalid service port {port}: use 0-65535")
     meta = f.str_map("Meta")
     validate_meta(meta)
-    tagged: dict[str, dict[str, Any]] = {}
-    raw_tagged = f.obj("TaggedAddresses")
-    if raw_tagged is not None:
-        for tag_name in raw_tagged._data:
-            entry = raw_tagged.obj(tag_name)
-            if entry is not None:
-                tagged[tag_name] = {"Address": entry.str("Address"), "Port": entry.int("Port")}
+    tagged = {key: {"Address": entry.str("Address"), "Port": entry.int("Port")}
+              for key, entry in f.obj_map("TaggedAddresses").items()}
     weights = {"Passing": 1, "Warning": 1}
     raw_weights = f.obj("Weights")
     if raw_weights is not None:
@@ -178,6 +176,29 @@ def build_service(f: Fields) -> dict[str, Any]:
     }
 
 
+def _ip_family(address: str) -> str | None:
+    """``"ipv4"``/``"ipv6"`` for an IP address as Go's net.ParseIP reads it, else None."""
+    if "%" in address:  # ParseIP takes no IPv6 zone
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return "ipv6"
+    return "ipv4"  # Go's To4() also accepts IPv4-mapped IPv6
+
+
+def add_default_tagged_addresses(svc: dict[str, Any]) -> None:
+    """Consul's addServiceInternal: an IP ``Address`` is also the service's lan_/wan_ tagged
+    address of its family, unless the registration gives those keys itself."""
+    family = _ip_family(svc["Address"])
+    if family is None:
+        return
+    for key in (f"lan_{family}", f"wan_{family}"):
+        svc["TaggedAddresses"].setdefault(key, {"Address": svc["Address"], "Port": svc["Port"]})
+
+
 def agent_service_registration(body: Any, node: str) -> tuple[dict[str, Any],
                                                               list[tuple[dict[str, Any], dict[str, Any]]]]:
     """``PUT /v1/agent/service/register`` body → (service record, [(check, definition)…])."""
@@ -187,6 +208,7 @@ def agent_service_registration(body: Any, node: str) -> tuple[dict[str, Any],
     if not (f.str("Name")):
         raise bad_request("Missing service name")
     svc = build_service(f)
+    add_default_tagged_addresses(svc)
     check_fields = []
     single = f.obj("Check")
     if single is not None and not _empty_check(single):

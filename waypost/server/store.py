@@ -24,6 +24,7 @@ CRITICAL = "critical"
 VALID_STATUSES = (PASSING, WARNING, CRITICAL)
 
 TABLES = ("nodes", "services", "checks", "kvs")
+SERF_CHECK_ID = "serfHealth"  # written by Consul's leader, never part of the agent's local state
 KV_TOMBSTONE_LIMIT = 10_000
 
 NodeKey = str  # lower-cased node name (Consul's node index is case-insensitive)
@@ -63,6 +64,7 @@ class _Tx:
         """Move the per-service-name index (what health/service and catalog/service block on)."""
         lname = service_key_name(name)
         self.keys.add("s:" + lname)
+        self.store.health_changed(lname)
         if self.store.by_name.get(lname):
             self.store.service_index[lname] = self.index
             self.ops.append(("meta", "service:" + lname, self.index))
@@ -99,6 +101,10 @@ def _row_key(node: str, ident: str) -> str:
     return f"{node}\x00{ident}"
 
 
+def _check_order(chk: dict[str, Any]) -> tuple[str, str]:
+    return chk["CheckID"].lower(), chk["CheckID"]
+
+
 class Store:
     """Nodes, services, checks and KV entries with Consul's indexing and blocking-query wake-ups."""
 
@@ -125,6 +131,10 @@ class Store:
         self.tables: dict[str, int] = dict.fromkeys(TABLES, 0)
         self.service_index: dict[str, int] = {}
         self.extinction = 0
+        # per service name, a token that changes with anything its health/service answer shows,
+        # including what moves no index (output-only updates, a check leaving the service)
+        self.health_gen: dict[str, int] = {}
+        self._health_counter = 0
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self.listeners: list[Callable[[Change], None]] = []
 
@@ -154,6 +164,29 @@ class Store:
                     waiters.discard(fut)
                     if not waiters:
                         del self._waiters[key]
+
+    def health_changed(self, lname: str) -> None:
+        """Mark the health/service answer of service name ``lname`` (lower-cased) as changed."""
+        if self.by_name.get(lname):
+            self._health_counter += 1
+            self.health_gen[lname] = self._health_counter
+        else:
+            # an absent name always answers [], so token 0 stays valid for it
+            self.health_gen.pop(lname, None)
+
+    def health_generation(self, name: str) -> int:
+        """The token :meth:`health_changed` moves for ``name``; 0 while no instance exists."""
+        return self.health_gen.get(service_key_name(name), 0)
+
+    def _health_changed_for_check(self, node: NodeKey, chk: dict[str, Any]) -> None:
+        """A check's row changed without moving an index: mark every answer that shows it."""
+        if chk.get("ServiceID"):
+            svc = self.services.get((node, chk["ServiceID"]))
+            if svc is not None:
+                self.health_changed(service_key_name(svc["Service"]))
+            return
+        for sid in self._node_services.get(node, ()):
+            self.health_changed(service_key_name(self.services[(node, sid)]["Service"]))
 
     def waiter_count(self) -> int:
         return sum(len(v) for v in self._waiters.values())
@@ -187,7 +220,14 @@ class Store:
         return self.node_services(self.node_key)
 
     def local_checks(self) -> dict[str, dict[str, Any]]:
-        return self.all_node_checks(self.node_key)
+        """The agent's own checks: its node's checks except serfHealth, which Consul's leader owns."""
+        checks = self.all_node_checks(self.node_key)
+        checks.pop(SERF_CHECK_ID, None)
+        return checks
+
+    def is_local_check(self, check_id: str) -> bool:
+        """Whether the agent endpoints know ``check_id`` (see :meth:`local_checks`)."""
+        return check_id != SERF_CHECK_ID and (self.node_key, check_id) in self.checks
 
     def instances(self, name: str) -> list[tuple[ServiceKey, dict[str, Any]]]:
         keys = self.by_name.get(service_key_name(name), ())
@@ -199,6 +239,12 @@ class Store:
 
     def service_checks(self, node: NodeKey, service_id: str) -> list[dict[str, Any]]:
         return [self.checks[(node, cid)] for cid in self._svc_checks.get((node, service_id), ())]
+
+    def health_entry_checks(self, node: NodeKey, service_id: str) -> list[dict[str, Any]]:
+        """The checks of one health entry in Consul's order: the node's checks, then the service's,
+        each by case-insensitive check ID (the order of Consul's check index)."""
+        return sorted(self.node_checks(node), key=_check_order) + sorted(
+            self.service_checks(node, service_id), key=_check_order)
 
     def _index_check(self, ckey: CheckKey, chk: dict[str, Any] | None, old: dict[str, Any] | None) -> None:
         node, cid = ckey
@@ -367,6 +413,9 @@ class Store:
             return False
         rec["CreateIndex"] = old["CreateIndex"] if old else tx.index
         rec["ModifyIndex"] = tx.index
+        if old is not None and old.get("ServiceID") != rec.get("ServiceID"):
+            # Consul moves only the new owner's index, but the old owner's answer changes too
+            self._health_changed_for_check(node, old)
         self.checks[ckey] = rec
         self._index_check(ckey, rec, old)
         if node == self.node_key:
@@ -419,7 +468,9 @@ class Store:
         if chk is None:
             return None
         if chk["Status"] == status:
-            chk["Output"] = output
+            if chk["Output"] != output:
+                chk["Output"] = output
+                self._health_changed_for_check(ckey[0], chk)
             return None
         tx = _Tx(self)
         chk["Status"] = status
@@ -470,18 +521,23 @@ class Store:
         return idx or self.tables["kvs"]
 
     def kv_put(self, key: str, value: bytes, flags: int, cas: int | None) -> tuple[bool, Change | None]:
+        """Set ``key`` (check-and-set when ``cas`` is given). Like Consul's kvsSetTxn, a write that
+        changes neither value nor flags succeeds without writing: no index, nobody woken."""
         old = self.kv.get(key)
         if cas is not None:
             if cas == 0 and old is not None:
                 return False, None
             if cas != 0 and (old is None or old["ModifyIndex"] != cas):
                 return False, None
+        encoded = base64.b64encode(value).decode() if value else None
+        if old is not None and old["Flags"] == flags and old["Value"] == encoded:
+            return True, None
         tx = _Tx(self)
         rec = {
             "LockIndex": 0,
             "Key": key,
             "Flags": flags,
-            "Value": base64.b64encode(value).decode() if value else None,
+            "Value": encoded,
             "CreateIndex": old["CreateIndex"] if old else tx.index,
             "ModifyIndex": tx.index,
         }
@@ -497,7 +553,7 @@ class Store:
         if cas is not None:
             old = self.kv.get(key)
             if old is None:
-                return cas == 0, None  # Consul: deleting a missing key with cas=0 succeeds
+                return True, None  # Consul's kvsDeleteCASTxn: a missing key counts as deleted, any index
             if old["ModifyIndex"] != cas:
                 return False, None
         victims = [e["Key"] for e in self.kv_prefix(key)] if recurse else ([key] if key in self.kv else [])
