@@ -202,7 +202,10 @@ class Balancer:
             log.info("route %s: drain timeout for %s; closing %d connection(s)", self.name, backend.address,
                      len(backend.conns))
         for conn in list(backend.conns):
-            conn.abort()
+            try:
+                conn.abort()
+            except Exception:  # a call_later callback: nothing above would catch it, and the rest must go
+                log.exception("route %s: resetting a connection to %s failed", self.name, backend.address)
 
     def _retire(self, backend: Backend) -> None:
         self.retired_bytes_up += backend.bytes_up
@@ -300,7 +303,8 @@ class Balancer:
         if backend.eject_until > now:
             return  # panic pick of an already-ejected backend
         backend.ejections += 1
-        cooldown = min(self.eject_base * 2 ** (backend.ejections - 1), self.eject_max)
+        # the exponent is capped: a backend dead for days must not overflow the float
+        cooldown = min(self.eject_base * 2 ** min(backend.ejections - 1, 30), self.eject_max)
         backend.eject_until = now + cooldown
         backend.consecutive_failures = 0
         log.warning("route %s: backend %s ejected for %gs after %d failed connects%s", self.name,

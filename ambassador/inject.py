@@ -332,7 +332,10 @@ class Injector:
         await asyncio.gather(*att.pending, return_exceptions=True)
         for spec, route, callback in att.routes:
             self.feed.unsubscribe(spec.service, spec.tag, callback)
-            await route.stop()
+            try:
+                await route.stop()
+            except Exception:  # the container is forgotten: every one of its routes must stop
+                log.exception("container %s: stopping route %s failed", att.name, route.name)
         log.info("container %s: ambassador detached", att.name)
 
     # ---- views -------------------------------------------------------------------------------

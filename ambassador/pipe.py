@@ -15,9 +15,11 @@ side's buffer is empty, one immediate ``send``). What the pipe preserves:
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import socket
 import struct
+import termios
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +28,7 @@ from waypost.ambassador.balancer import Backend
 log = logging.getLogger("waypost.ambassador")
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
+_INT_ZERO = struct.pack("i", 0)  # TIOCOUTQ (= SIOCOUTQ on sockets) writes an int here
 WRITE_HIGH_WATER = 512 * 1024
 WRITE_LOW_WATER = 128 * 1024
 KEEPALIVE_IDLE = 60
@@ -57,7 +60,7 @@ def _set_linger_reset(transport: asyncio.BaseTransport) -> None:
     if sock is not None:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: uvloop's handle is already closed (fd -1)
             pass
 
 
@@ -208,7 +211,7 @@ class Pipe:
     and let bytes flow. ``on_close`` runs once, when both halves are gone.
     """
 
-    __slots__ = ("client", "upstream", "backend", "on_close", "done", "seen", "idle_since")
+    __slots__ = ("client", "upstream", "backend", "on_close", "done", "seen", "idle_since", "closing")
 
     def __init__(self, client: ClientSide, upstream: UpstreamSide, backend: Backend,
                  on_close: Callable[[Pipe], None], now: float = 0.0) -> None:
@@ -217,8 +220,9 @@ class Pipe:
         self.backend = backend
         self.on_close = on_close
         self.done = False
-        self.seen = 0  # client.moved + upstream.moved at the last idle sweep
+        self.seen: tuple[int, int, int] = (0, 0, 0)  # what idle_for saw at the last sweep
         self.idle_since = now
+        self.closing = False  # close() or abort() was called: the sweeps leave it alone
 
     def start(self) -> None:
         """Link the halves, forward anything that arrived early, and resume the client."""
@@ -254,23 +258,50 @@ class Pipe:
         self.on_close(self)
 
     def idle_for(self, now: float) -> float:
-        """Seconds since bytes last moved either way (as of the sweeps, which call this)."""
-        moved = self.client.moved + self.upstream.moved
-        if moved != self.seen:
-            self.seen = moved
+        """Seconds since bytes last moved either way (as of the sweeps, which call this).
+
+        Moving means a chunk received from either side, or a write buffer that shrank or grew: a
+        slow reader being fed from the buffer (its peer paused by backpressure) is not idle.
+        """
+        seen = (self.client.moved + self.upstream.moved, self._buffered(self.client), self._buffered(self.upstream))
+        if seen != self.seen:
+            self.seen = seen
             self.idle_since = now
         return now - self.idle_since
 
+    def stuck(self) -> bool:
+        """Whether bytes wait in a write buffer (after idle_for said nothing moved: a peer that stopped reading)."""
+        return self._buffered(self.client) > 0 or self._buffered(self.upstream) > 0
+
+    @staticmethod
+    def _buffered(side: _Side) -> int:
+        """Bytes written to this side and not yet taken by its peer: our buffer plus the kernel's
+        unacknowledged send queue (which drains while ours waits for the socket to be writable)."""
+        transport = side.transport
+        if transport is None or side.lost:
+            return 0
+        queued = 0
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, _INT_ZERO))[0]
+            except (OSError, ValueError):  # not TCP (socketpairs in tests) or already closed
+                pass
+        return transport.get_write_buffer_size() + queued
+
     def close(self) -> None:
         """End both halves cleanly (FIN after what is buffered): the idle timeout's way out."""
+        self.closing = True
         for side in (self.client, self.upstream):
             if side.transport is not None and not side.lost:
                 side.transport.close()
 
     def abort(self) -> None:
-        """End both halves with a reset (drain timeout, shutdown)."""
-        reset(self.client.transport)
-        reset(self.upstream.transport)
+        """End both halves with a reset (drain timeout, shutdown, a peer that stopped reading)."""
+        self.closing = True
+        for side in (self.client, self.upstream):
+            if not side.lost:  # a lost side's transport is closed already (and uvloop's has no fd)
+                reset(side.transport)
 
     def describe(self) -> dict[str, Any]:
         peer = self.client.transport.get_extra_info("peername") if self.client.transport else None

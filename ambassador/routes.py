@@ -238,6 +238,7 @@ class Route:
         self.pipes: set[Pipe] = set()
         self.server: asyncio.AbstractServer | None = None
         self.sockets: list[socket.socket] = []
+        self._bound: tuple[str, int] | None = None  # listen_address, read once the socket is bound
         self.watch: Any = None
         self._watch_task: asyncio.Task[None] | None = None
         self._idle_task: asyncio.Task[None] | None = None
@@ -264,6 +265,8 @@ class Route:
             raise ConfigError(f"--route {self.spec.text!r}: cannot listen on {self.spec.listen}: "
                               f"{exc.strerror or exc}{hint}") from None
         self.sockets = list(self.server.sockets or ())
+        self._bound = None
+        _ = self.listen_address  # remember it: the socket has no address once closed
         if self.spec.service and self.catalog is not None:
             self._watch_task = loop.create_task(self._follow(), name=f"route {self.name} watch")
         if self.options.idle_timeout:
@@ -273,10 +276,13 @@ class Route:
     @property
     def listen_address(self) -> tuple[str, int]:
         """The bound (host, port): useful when the spec said port 0."""
-        if self.sockets:
-            addr = self.sockets[0].getsockname()
-            return addr[0], addr[1]
-        return self.spec.listen_host, self.spec.listen_port
+        if self.sockets and self._bound is None:
+            try:
+                addr = self.sockets[0].getsockname()
+                self._bound = (addr[0], addr[1])
+            except (OSError, ValueError):  # closed already (uvloop's socket has no fd after stop)
+                pass
+        return self._bound or (self.spec.listen_host, self.spec.listen_port)
 
     async def stop(self) -> None:
         """Stop listening and watching, and reset every open connection."""
@@ -292,7 +298,10 @@ class Route:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
         for pipe in list(self.pipes):
-            pipe.abort()
+            try:
+                pipe.abort()
+            except Exception:  # one connection's surprise must not leave the others open
+                log.exception("route %s: resetting a connection failed", self.name)
         for backend in self.balancer.all_backends():
             if backend.drain_handle is not None:
                 backend.drain_handle.cancel()
@@ -318,7 +327,9 @@ class Route:
         """Close connections that moved no byte either way for `timeout` seconds (--idle-timeout).
 
         Looks every timeout/4 (at least every 5 s), so a connection is closed between `timeout`
-        and 1.25 × `timeout` after its last byte; the data path only counts chunks.
+        and 1.25 × `timeout` after its last byte; the data path only counts chunks. A connection
+        whose write buffer stays full (its reader stopped) is reset instead: a FIN could not be
+        sent, and would make the other side take a cut stream for a whole one.
         """
         loop = asyncio.get_running_loop()
         interval = min(max(timeout / 4, 0.01), 5.0)
@@ -326,8 +337,15 @@ class Route:
             await asyncio.sleep(interval)
             now = loop.time()
             for pipe in list(self.pipes):
-                if not pipe.done and pipe.idle_for(now) >= timeout:
-                    self.counters.idle_closed += 1
+                if pipe.done or pipe.closing or pipe.idle_for(now) < timeout:
+                    continue
+                self.counters.idle_closed += 1
+                if pipe.stuck():  # a peer stopped reading: a FIN would never go out, and would
+                    # tell the other side the stream ended when it did not
+                    log.debug("route %s: resetting a connection to %s stuck for %gs (--idle-timeout)",
+                              self.name, pipe.backend.address, timeout)
+                    pipe.abort()
+                else:
                     log.debug("route %s: closing a connection to %s idle for %gs (--idle-timeout)",
                               self.name, pipe.backend.address, timeout)
                     pipe.close()
@@ -461,6 +479,11 @@ class Route:
                                       len(tried), opts.retries)
                     client.close()
                     return False
+                continue
+            if backend.removed:  # the catalog dropped it while we connected: no byte flowed, so
+                # pick again rather than start a connection that draining would never see
+                upstream.transport.close()  # type: ignore[union-attr]
+                tried.add(backend)
                 continue
             pipe = Pipe(client, upstream, backend, self._pipe_closed, loop.time())
             balancer.connected(backend, pipe)
