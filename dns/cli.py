@@ -54,9 +54,10 @@ def add_answer_flags(group: argparse._ActionsContainer) -> None:
     """What DNS answers and recursion flags, shared with `waypost up` (which owns the listen address)."""
     group.add_argument("--domain", default="consul", help="the domain answered from the catalog")
     group.add_argument("--datacenter", default="dc1", metavar="DC",
-                       help="datacenter name accepted in <service>.service.<dc>.<domain>")
+                       help="datacenter name accepted in <service>.service.<dc>[.dc].<domain>")
     group.add_argument("--recursor", action="append", metavar="HOST:PORT", default=[],
-                       help="upstream for names outside the domain (repeatable, tried in order)")
+                       help="upstream for names outside the domain (repeatable, tried in order; "
+                       "a SERVFAIL or REFUSED moves on to the next)")
     group.add_argument("--recurse", action="store_true",
                        help="forward names outside the domain to resolv.conf's nameservers when no --recursor")
     group.add_argument("--recursor-timeout", type=float, default=2.0, metavar="SECONDS",

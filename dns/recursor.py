@@ -2,8 +2,10 @@
 
 The client's query is sent as-is (its ID, EDNS and flags) to each upstream in order, over UDP for
 UDP clients and TCP for TCP clients (a truncated UDP answer is passed on, so the client retries
-over TCP); the first well-formed answer with the same ID wins. ``forward`` returns None when every upstream failed or
-timed out, so the server can answer SERVFAIL.
+over TCP). The first answer with the same ID and RCODE NOERROR or NXDOMAIN wins; any other RCODE
+(SERVFAIL, REFUSED, ...) moves on to the next upstream, as Consul does, so only the last upstream's
+failing answer reaches the client. ``forward`` returns None when the last upstream gave no answer
+(timeout, socket error), so the server can answer SERVFAIL.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import logging
 import struct
 from collections.abc import Sequence
 
+from dnslib import RCODE
+
 from waypost.dns.config import Network
 from waypost.listen import connected_udp_socket
 
 log = logging.getLogger("waypost.dns.recursor")
+
+ACCEPTED_RCODES = (0, 3)  # NOERROR, NXDOMAIN: an upstream's answer to pass on; anything else tries the next
 
 
 class _OneAnswer(asyncio.DatagramProtocol):
@@ -65,21 +71,30 @@ class Recursor:
         return any(ip.version == net.version and ip in net for net in self.allow_from)
 
     async def forward(self, query: bytes, tcp: bool = False) -> bytes | None:
-        """The first upstream answer to ``query``, or None when all upstreams failed."""
+        """The first upstream's NOERROR or NXDOMAIN answer to ``query``; when none gives one, the last
+        upstream's answer (e.g. its SERVFAIL), or None when that one did not answer at all."""
+        answer: bytes | None = None
         for host, port in self.upstreams:
-            try:
-                if tcp:
-                    answer = await asyncio.wait_for(self._tcp(host, port, query), self.timeout)
-                else:
-                    answer = await asyncio.wait_for(self._udp(host, port, query), self.timeout)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
-                log.debug("recursor %s:%d failed: %r", host, port, exc)
+            answer = await self._ask(host, port, query, tcp)
+            if answer is None:
                 continue
-            if answer is not None:
+            rcode = answer[3] & 0x0F
+            if rcode in ACCEPTED_RCODES:
                 self.forwarded += 1
                 return answer
+            log.debug("recursor %s:%d answered %s", host, port, RCODE.get(rcode, rcode))
         self.failed += 1
-        return None
+        return answer
+
+    async def _ask(self, host: str, port: int, query: bytes, tcp: bool) -> bytes | None:
+        """One upstream's answer, or None on a timeout or socket error."""
+        try:
+            if tcp:
+                return await asyncio.wait_for(self._tcp(host, port, query), self.timeout)
+            return await asyncio.wait_for(self._udp(host, port, query), self.timeout)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            log.debug("recursor %s:%d failed: %r", host, port, exc)
+            return None
 
     async def _udp(self, host: str, port: int, query: bytes) -> bytes | None:
         loop = asyncio.get_running_loop()

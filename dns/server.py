@@ -15,11 +15,14 @@ import logging
 import random
 import socket
 import struct
+from collections.abc import Sequence
 
-from dnslib import DNSRecord
+from dnslib import QTYPE, DNSRecord
 from prometheus_client import CollectorRegistry
 
 from waypost.dns.answers import (
+    AAAA,
+    ANY,
     CLASS_IN,
     FORMERR,
     NOTIMP,
@@ -29,13 +32,19 @@ from waypost.dns.answers import (
     PLAIN_LIMIT,
     REFUSED,
     SERVFAIL,
+    TCP_LIMIT,
+    UDP_MAX,
+    A,
     AnswerTable,
+    Chase,
     Prebuilt,
+    Ring,
+    followed_records,
 )
 from waypost.dns.batch import BatchSocket, parse_sockaddr
 from waypost.dns.config import DnsConfig
 from waypost.dns.metrics import DnsCollector, DnsStats, make_registry, stat_key
-from waypost.dns.recursor import Recursor
+from waypost.dns.recursor import ACCEPTED_RCODES, Recursor
 from waypost.dns.view import CatalogView
 
 log = logging.getLogger("waypost.dns")
@@ -51,14 +60,17 @@ _random = random.random
 
 
 class _Recurse:
-    """Marker returned by the slow path: forward this query upstream."""
+    """Marker returned by the slow path: forward this query upstream, or (``chase``) resolve the
+    target of choice ``chase[1]`` of a CNAME answer upstream and answer with both."""
 
-    __slots__ = ("question", "edns", "key")
+    __slots__ = ("question", "edns", "key", "chase")
 
-    def __init__(self, question: bytes, edns: tuple[int, bool] | None, key: bytes) -> None:
+    def __init__(self, question: bytes, edns: tuple[int, bool] | None, key: bytes,
+                 chase: tuple[Chase, int] | None = None) -> None:
         self.question = question
         self.edns = edns
         self.key = key
+        self.chase = chase
 
 
 def _error(data: bytes, rcode: int, question: bytes = b"", edns: tuple[int, bool] | None = None,
@@ -74,23 +86,21 @@ def _error(data: bytes, rcode: int, question: bytes = b"", edns: tuple[int, bool
     return data[:2] + bytes((b2, b3)) + counts + question + opt
 
 
-def _assemble(data: bytes, pre: Prebuilt, question: bytes, edns: tuple[int, bool] | None, tcp: bool) -> bytes:
-    """Response for a query whose question and EDNS were parsed by the slow path."""
-    rd = data[2] & 1
-    n = len(pre.full)
-    i = int(_random() * n) if n > 1 else 0
-    if edns is None:
-        if tcp:
-            v = pre.full[i]
-            return data[:2] + v[rd] + question + v[4]
-        v2 = pre.plain[i]
-        return data[:2] + v2[rd] + question + v2[2]
-    opt = OPT_RR_DO if edns[1] else OPT_RR
-    if tcp or edns[0] >= pre.need:
-        v = pre.full[i]
-        return data[:2] + v[2 + rd] + question + v[4] + opt
-    cut = pre.truncated(i, len(question), edns[0], opt)
-    return data[:2] + cut[rd] + question + cut[2]
+def _request_edns(record: DNSRecord | None) -> tuple[int, bool] | None:
+    """(UDP size, DO) of a parsed query's single OPT record; None without one (or with several)."""
+    if record is None:
+        return None
+    opts = [r for r in record.ar if r.rtype == OPT]
+    if len(opts) != 1:
+        return None
+    return min(max(PLAIN_LIMIT, opts[0].rclass), UDP_MAX), bool(opts[0].ttl & 0x8000)
+
+
+def _parse(data: bytes) -> DNSRecord | None:
+    try:
+        return DNSRecord.parse(data)
+    except Exception:  # dnslib raises several kinds on garbage
+        return None
 
 
 class DnsServer:
@@ -122,6 +132,7 @@ class DnsServer:
         self._tcp: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._ra = self.recursor.enabled
+        self._trim_warned: set[tuple[bytes, int]] = set()
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -237,21 +248,38 @@ class DnsServer:
             if tc[2:] != CLASS_IN or tc[:2] in XFR:
                 return None
             pre = entry[None]
+        if tcp:
+            if pre.need > TCP_LIMIT:
+                return None  # needs cutting to fit one TCP message
+        elif edns and (data[qend + 3] << 8 | data[qend + 4]) < pre.need:
+            return None  # needs cutting to the client's buffer size
+        if pre.custom:
+            resp = pre.respond(data[:2], data[12:qend], data[2] & 1,
+                               (OPT_RR_DO if data[qend + 7] & 0x80 else OPT_RR) if edns else None, tcp)
+            if resp is None:
+                return None
+            self._answers[tc, pre.rcode] += 1
+            return resp
         full = pre.full
         n = len(full)
+        if n > 1:
+            i = int(_random() * n)
+            if pre.fresh is not None:  # a pool of shuffles: turn it over (Prebuilt.pick, inlined)
+                pre.left -= 1
+                if pre.left <= 0:
+                    pre.refresh()
+        else:
+            i = 0
         rd = data[2] & 1
         if edns:
-            if not tcp and (data[qend + 3] << 8 | data[qend + 4]) < pre.need:
-                return None  # needs cutting to the client's buffer size
-            v = full[int(_random() * n)] if n > 1 else full[0]
+            v = full[i]
             resp = b"".join((data[:2], v[2 + rd], data[12:qend], v[4],
                              OPT_RR_DO if data[qend + 7] & 0x80 else OPT_RR))
         elif tcp:
-            v = full[int(_random() * n)] if n > 1 else full[0]
+            v = full[i]
             resp = b"".join((data[:2], v[rd], data[12:qend], v[4]))
         else:
-            plain = pre.plain
-            v2 = plain[int(_random() * n)] if n > 1 else plain[0]
+            v2 = pre.plain[i]
             resp = b"".join((data[:2], v2[rd], data[12:qend], v2[2]))
         self._answers[tc, pre.rcode] += 1
         return resp
@@ -279,29 +307,29 @@ class DnsServer:
         if len(data) < 12 or data[2] & 0x80:
             events["dropped"] += 1  # no header to answer, or a response (never answer those)
             return None
+        record = _parse(data)
+        request_edns = _request_edns(record)  # echoed in errors too (RFC 6891 7)
         opcode = (data[2] >> 3) & 0x0F
         if opcode != 0:
             events["notimp"] += 1
             self.stats.answers[(b"", NOTIMP)] += 1
-            return _error(data, NOTIMP, ra=self._ra)
-        try:
-            record = DNSRecord.parse(data)
-        except Exception:  # dnslib raises several kinds on garbage
+            return _error(data, NOTIMP, edns=request_edns, ra=self._ra)
+        if record is None:
             return self._formerr(data)
         if len(record.questions) != 1:
-            return self._formerr(data)
+            return self._formerr(data, request_edns)
         opts = [r for r in record.ar if r.rtype == OPT]
         if len(opts) > 1:
-            return self._formerr(data)
+            return self._formerr(data)  # which OPT to answer to is the error itself
         q = record.questions[0]
         try:
             labels = [bytes(lbl) for lbl in q.qname.label]
             name = b"".join(bytes((len(lbl),)) + lbl for lbl in labels) + b"\x00"
             question = name + struct.pack("!HH", q.qtype, q.qclass)
         except Exception:
-            return self._formerr(data)
+            return self._formerr(data, request_edns)
         if len(name) > 255 or any(len(lbl) > 63 or not lbl for lbl in labels):
-            return self._formerr(data)
+            return self._formerr(data, request_edns)
         edns: tuple[int, bool] | None = None
         if opts:
             opt = opts[0]
@@ -309,7 +337,7 @@ class DnsServer:
                 events["badvers"] += 1
                 self.stats.answers[(stat_key(q.qtype), BADVERS)] += 1
                 return _error(data, BADVERS, question, (PLAIN_LIMIT, False), ra=self._ra)
-            edns = (max(PLAIN_LIMIT, opt.rclass), bool(opt.ttl & 0x8000))
+            edns = request_edns
         key = stat_key(q.qtype)
         if q.qclass not in (1, 255):
             self.stats.answers[(key, REFUSED)] += 1
@@ -320,16 +348,62 @@ class DnsServer:
         pre = self.table.lookup(name.lower(), q.qtype)
         if pre is None:
             return _Recurse(question, edns, key)
+        if pre.chase:
+            return _Recurse(question, edns, key, (pre, pre.pick()))  # type: ignore[arg-type]
         self.stats.answers[(key, pre.rcode)] += 1
-        resp = _assemble(data, pre, question, edns, tcp)
+        resp = self._assemble(data, pre, question, edns, tcp)
         if resp[2] & 0x02:
             events["truncated"] += 1
         return resp
 
-    def _formerr(self, data: bytes) -> bytes:
+    def _assemble(self, data: bytes, pre: Prebuilt | Ring, question: bytes, edns: tuple[int, bool] | None,
+                  tcp: bool) -> bytes:
+        """Response for a query whose question and EDNS were parsed by the slow path."""
+        rd = data[2] & 1
+        choice = pre.pick()
+        opt = b"" if edns is None else OPT_RR_DO if edns[1] else OPT_RR
+        if tcp and pre.need > TCP_LIMIT:
+            cut = pre.cut_at(choice, len(question), TCP_LIMIT, opt, tc=False)
+            self._note_tcp_trim(pre.answer_count(choice), cut, question)
+            return data[:2] + cut[rd] + question + cut[2]
+        if edns is None:
+            if tcp:
+                v = pre.full_at(choice)
+                return data[:2] + v[rd] + question + v[4]
+            v2 = pre.plain_at(choice)
+            return data[:2] + v2[rd] + question + v2[2]
+        if tcp or edns[0] >= pre.need:
+            v = pre.full_at(choice)
+            return data[:2] + v[2 + rd] + question + v[4] + opt
+        cut = pre.cut_at(choice, len(question), edns[0], opt)
+        return data[:2] + cut[rd] + question + cut[2]
+
+    def _note_tcp_trim(self, total: int, cut: tuple[bytes, bytes, bytes], question: bytes) -> None:
+        """Log (once per name and type) an answer trimmed to fit a TCP message.
+
+        No TC bit: over TCP the client has nowhere else to ask, and several resolvers (dnspython,
+        Go before 1.23) discard a TCP answer with TC; Consul trims the same way.
+        """
+        self.stats.events["tcp_trimmed"] += 1
+        kept = cut[0][4] << 8 | cut[0][5]
+        if kept == total:
+            return  # only glue in the additional section was left out (RFC 2181 9)
+        qtype = question[-4] << 8 | question[-3]
+        key = (question[:-4].lower(), qtype)
+        if key in self._trim_warned:
+            return
+        if len(self._trim_warned) > 4096:
+            self._trim_warned.clear()
+        self._trim_warned.add(key)
+        hint = " (--a-record-limit caps A/AAAA answers)" if qtype in (A, AAAA, ANY) else ""
+        log.warning("dns tcp: the type %s answer for %s has %d records, more than one DNS message holds "
+                    "(65,535 bytes); each answer carries a random %d of them%s", QTYPE.get(qtype, qtype),
+                    _text_name(question[:-4]), total, kept, hint)
+
+    def _formerr(self, data: bytes, edns: tuple[int, bool] | None = None) -> bytes:
         self.stats.events["formerr"] += 1
         self.stats.answers[(b"", FORMERR)] += 1
-        return _error(data, FORMERR, ra=self._ra)
+        return _error(data, FORMERR, edns=edns, ra=self._ra)
 
     def answer_now(self, data: bytes, client: str, tcp: bool) -> bytes | _Recurse | None:
         """Fast path, then slow path; never raises (an internal error answers SERVFAIL)."""
@@ -355,7 +429,11 @@ class DnsServer:
         return None
 
     def recurse(self, data: bytes, client: str, tcp: bool, job: _Recurse, send) -> None:  # type: ignore[no-untyped-def]
-        """Answer a name outside the domain: forward it (allowed clients) or REFUSED."""
+        """Answer a name outside the domain: forward it (allowed clients) or REFUSED. A CNAME to
+        chase gets its target's addresses for allowed clients, and is answered alone otherwise."""
+        if job.chase is not None:
+            self._chase_or_not(data, client, tcp, job, send)
+            return
         if not self.recursor.enabled or not self.recursor.allowed(client):
             self.stats.events["recursion_refused"] += 1
             self.stats.answers[(job.key, REFUSED)] += 1
@@ -369,6 +447,36 @@ class DnsServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _chase_or_not(self, data: bytes, client: str, tcp: bool, job: _Recurse, send) -> None:  # type: ignore[no-untyped-def]
+        if not self.recursor.allowed(client) or len(self._tasks) >= MAX_RECURSIONS:
+            send(self._cname_answer(data, tcp, job, ()))
+            return
+        task = asyncio.get_running_loop().create_task(self._chase(data, tcp, job, send))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _chase(self, data: bytes, tcp: bool, job: _Recurse, send) -> None:  # type: ignore[no-untyped-def]
+        """Ask the recursors for the CNAME target's addresses (A for A and ANY queries, as Consul)."""
+        pre, i = job.chase  # type: ignore[misc]
+        qtype = AAAA if job.question[-4:-2] == b"\x00\x1c" else A
+        query = struct.pack("!HHHHHH", random.getrandbits(16), 0x0100, 1, 0, 0, 0) + pre.target(i) \
+            + struct.pack("!HH", qtype, 1)
+        answer = await self.recursor.forward(query, tcp)
+        more = followed_records(answer, pre.ttl(i)) if answer is not None else []
+        self.stats.events["cname_chased" if more else "cname_chase_failed"] += 1
+        with contextlib.suppress(Exception):
+            send(self._cname_answer(data, tcp, job, more))
+
+    def _cname_answer(self, data: bytes, tcp: bool, job: _Recurse, more: Sequence[bytes]) -> bytes:
+        """The CNAME answer of ``job`` with ``more`` records after it, cut to the client's size."""
+        pre, i = job.chase  # type: ignore[misc]
+        edns = job.edns
+        opt = b"" if edns is None else OPT_RR_DO if edns[1] else OPT_RR
+        limit = TCP_LIMIT if tcp else edns[0] if edns else PLAIN_LIMIT
+        cut = pre.extended(i, more, len(job.question), limit, opt, tc=not tcp)
+        self.stats.answers[(job.key, pre.rcode)] += 1
+        return data[:2] + cut[data[2] & 1] + job.question + cut[2]
+
     async def _recurse(self, data: bytes, tcp: bool, job: _Recurse, send) -> None:  # type: ignore[no-untyped-def]
         answer = await self.recursor.forward(data, tcp)
         if answer is None:
@@ -376,10 +484,20 @@ class DnsServer:
             self.stats.answers[(job.key, SERVFAIL)] += 1
             answer = _error(data, SERVFAIL, job.question, job.edns, ra=True)
         else:
-            self.stats.events["recursion_forwarded"] += 1
-            self.stats.answers[(job.key, answer[3] & 0x0F)] += 1
+            rcode = answer[3] & 0x0F
+            self.stats.events["recursion_forwarded" if rcode in ACCEPTED_RCODES else "recursion_failed"] += 1
+            self.stats.answers[(job.key, rcode)] += 1
         with contextlib.suppress(Exception):
             send(answer)
+
+
+def _text_name(wire: bytes) -> str:
+    """A wire name as text, for log messages."""
+    labels, pos = [], 0
+    while pos < len(wire) and wire[pos]:
+        labels.append(wire[pos + 1:pos + 1 + wire[pos]].decode("ascii", "replace"))
+        pos += wire[pos] + 1
+    return ".".join(labels) + "."
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -447,9 +565,9 @@ class _TcpProtocol(asyncio.Protocol):
         self.transport = None
 
     def _send(self, answer: bytes) -> None:
-        if len(answer) > 0xFFFF:
-            log.warning("dns tcp: a %d-byte answer does not fit a TCP message; lower --a-record-limit", len(answer))
-            return
+        if len(answer) > TCP_LIMIT:  # answers are cut to fit before this; never leave the client waiting
+            log.error("dns tcp: a %d-byte answer does not fit a TCP message; sent SERVFAIL instead", len(answer))
+            answer = _error(answer, SERVFAIL)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(struct.pack("!H", len(answer)) + answer)
 

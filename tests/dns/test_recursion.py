@@ -10,6 +10,7 @@ import time
 
 import dns.flags
 import dns.rcode
+import dns.rdatatype
 from dnslib import RR, DNSRecord
 
 from tests.dns.helpers import ask, inst, records
@@ -18,10 +19,12 @@ from waypost.dns.config import parse_cidrs, resolv_conf_nameservers
 
 
 class FakeUpstream(asyncio.DatagramProtocol):
-    """A tiny resolver on 127.0.0.x answering every A question with one fixed address."""
+    """A tiny resolver on 127.0.0.x answering every A question with one fixed address (or, with
+    ``rcode``, answering every question with that RCODE and no records)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, rcode: int = 0) -> None:
         self.address = address
+        self.rcode = rcode
         self.queries: list[DNSRecord] = []
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -29,7 +32,10 @@ class FakeUpstream(asyncio.DatagramProtocol):
         query = DNSRecord.parse(data)
         self.queries.append(query)
         answer = query.reply()
-        answer.add_answer(*RR.fromZone(f"{query.q.qname} 60 IN A {self.address}"))
+        if self.rcode:
+            answer.header.rcode = self.rcode
+        else:
+            answer.add_answer(*RR.fromZone(f"{query.q.qname} 60 IN A {self.address}"))
         return answer.pack()
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
@@ -39,10 +45,10 @@ class FakeUpstream(asyncio.DatagramProtocol):
         self.transport.sendto(self.reply(data), addr)  # type: ignore[union-attr]
 
 
-async def start_upstream(host: str, address: str) -> tuple[FakeUpstream, int, list]:
-    """UDP and TCP listeners on (host, same port) answering with `address`."""
+async def start_upstream(host: str, address: str, rcode: int = 0) -> tuple[FakeUpstream, int, list]:
+    """UDP and TCP listeners on (host, same port) answering with `address` (or `rcode`)."""
     loop = asyncio.get_running_loop()
-    proto = FakeUpstream(address)
+    proto = FakeUpstream(address, rcode)
     transport, _ = await loop.create_datagram_endpoint(lambda: proto, local_addr=(host, 0))
     port = transport.get_extra_info("sockname")[1]
 
@@ -109,6 +115,60 @@ async def test_next_upstream_is_tried_and_servfail_when_all_fail(make_dns) -> No
         silent.close()
         for c in closers:
             c.close()
+
+
+async def test_servfail_and_refused_upstreams_move_on_to_the_next(make_dns) -> None:
+    lame, lame_port, c1 = await start_upstream("127.0.0.6", "", rcode=dns.rcode.SERVFAIL)
+    refusing, refusing_port, c2 = await start_upstream("127.0.0.7", "", rcode=dns.rcode.REFUSED)
+    good, good_port, c3 = await start_upstream("127.0.0.8", "192.0.2.40")
+    nx, nx_port, c4 = await start_upstream("127.0.0.9", "", rcode=dns.rcode.NXDOMAIN)
+    lame_up, refusing_up = ("127.0.0.6", lame_port), ("127.0.0.7", refusing_port)
+    try:
+        server = await make_dns(view(), recursors=(lame_up, refusing_up, ("127.0.0.8", good_port)))
+        for tcp in (False, True):
+            msg = await ask(server, f"tcp{tcp}.example.org", tcp=tcp)
+            assert msg.rcode() == dns.rcode.NOERROR and records(msg) == ["192.0.2.40"], tcp
+        assert len(lame.queries) == len(refusing.queries) == len(good.queries) == 2
+        # NXDOMAIN is an answer, as in Consul: the next upstream is not asked
+        nx_first = await make_dns(view(), recursors=(("127.0.0.9", nx_port), ("127.0.0.8", good_port)))
+        assert (await ask(nx_first, "gone.example.org")).rcode() == dns.rcode.NXDOMAIN
+        assert len(good.queries) == 2
+        # when every upstream fails, the client gets the last one's answer
+        for order, last in (((lame_up, refusing_up), dns.rcode.REFUSED), ((refusing_up, lame_up), dns.rcode.SERVFAIL)):
+            failing = await make_dns(view(), recursors=order)
+            msg = await ask(failing, "nowhere.example.org")
+            assert msg.rcode() == last and msg.id and msg.question[0].name.to_text() == "nowhere.example.org."
+            assert failing.stats.events["recursion_failed"] == 1
+    finally:
+        for c in c1 + c2 + c3 + c4:
+            c.close()
+
+
+async def test_host_name_service_cname_is_completed_through_the_recursors(make_dns) -> None:
+    upstream, port, closers = await start_upstream("127.0.0.10", "192.0.2.50")
+    v = view()
+    v.apply("hostsvc", [inst("h-1", "hostsvc", "db.example.com", 5432, node="")])
+    try:
+        server = await make_dns(v, recursors=(("127.0.0.10", port),), service_ttl=9,
+                                allow_recursion_from=parse_cidrs(["127.0.0.1/32"]))
+        for kwargs in ({}, {"tcp": True}, {"use_edns": 0}):
+            msg = await ask(server, "hostsvc.service.consul", **kwargs)
+            assert msg.rcode() == dns.rcode.NOERROR and msg.flags & dns.flags.AA, kwargs
+            assert records(msg, "CNAME") == ["db.example.com."] and records(msg) == ["192.0.2.50"], kwargs
+            address = next(rrset for rrset in msg.answer if rrset.rdtype == dns.rdatatype.A)
+            assert address.name.to_text() == "db.example.com." and address.ttl == 9, kwargs
+        assert [str(q.q.qname) for q in upstream.queries] == ["db.example.com."] * 3
+        # a client not allowed to recurse still gets the CNAME, alone
+        other = await ask(server, "hostsvc.service.consul", source="127.0.0.11")
+        assert records(other, "CNAME") == ["db.example.com."] and not records(other)
+        assert len(upstream.queries) == 3
+    finally:
+        for c in closers:
+            c.close()
+    # upstream gone: the CNAME alone, after the recursor timeout
+    gone = await make_dns(v, recursors=(("127.0.0.10", dead_udp_port("127.0.0.10")),), recursor_timeout=0.3)
+    msg = await ask(gone, "hostsvc.service.consul")
+    assert msg.rcode() == dns.rcode.NOERROR and records(msg, "CNAME") == ["db.example.com."] and not records(msg)
 
 
 async def test_not_an_open_resolver(make_dns) -> None:

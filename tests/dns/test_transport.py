@@ -70,8 +70,12 @@ async def test_srv_drops_additional_before_truncating(make_dns) -> None:
     view.apply("mid", [inst(f"mid-{i}", "mid", f"10.7.0.{i + 1}", node=f"node{i}") for i in range(8)])
     server = await make_dns(view)
     msg = await ask(server, "mid.service.consul", "SRV")
-    assert len(records(msg, "SRV")) == 8  # the SRV records fit in 512 bytes, their glue doesn't
-    assert not msg.flags & dns.flags.TC and not msg.additional
+    assert len(records(msg, "SRV")) == 8  # the SRV records fit in 512 bytes, all their glue doesn't
+    assert not msg.flags & dns.flags.TC and len(msg.to_wire()) <= 512
+    # the glue that fits is kept: for the first SRV targets, in answer order
+    targets = [r.target.to_text() for rrset in msg.answer for r in rrset]
+    glue = [rrset.name.to_text() for rrset in msg.additional]
+    assert 0 < len(glue) < 8 and glue == targets[:len(glue)]
     full = await ask(server, "mid.service.consul", "SRV", tcp=True)
     assert len(records(full, "A", "additional")) == 8
 
@@ -187,3 +191,78 @@ async def test_class_any_question_is_answered(make_dns) -> None:
     msg = await dns.asyncquery.udp(q, "127.0.0.1", port=server.port, timeout=3)
     assert msg.rcode() == dns.rcode.NOERROR and records(msg) == ["10.6.0.1"]
     assert server.stats.by_type_rcode()[("A", "NOERROR")] >= 1
+
+
+def vast_view() -> CatalogView:
+    """5,000 instances (80 KB of A records) and 1,200 whose SRV records fit 64 KB but their glue doesn't."""
+    view = CatalogView()
+    view.apply("vast", [inst(f"v-{i}", "vast", f"10.{100 + i // 50000}.{i // 200 % 250}.{i % 200 + 1}", node="")
+                        for i in range(5000)])
+    view.apply("wide", [inst(f"w-{i}", "wide", f"10.90.{i // 200}.{i % 200 + 1}", node=f"n{i}",
+                             node_address="10.91.0.1") for i in range(1200)])
+    return view
+
+
+async def test_tcp_answers_over_64k_are_trimmed_not_dropped(make_dns, caplog) -> None:
+    server = await make_dns(vast_view())
+    for rdtype, use_edns in (("A", False), ("A", 0), ("ANY", 0), ("SRV", False)):
+        msg = await ask(server, "vast.service.consul", rdtype, tcp=True, use_edns=use_edns)
+        got = len(msg.answer[0])
+        assert msg.rcode() == dns.rcode.NOERROR and 1000 < got < 5000, (rdtype, got)
+        assert len(msg.to_wire()) <= 65535
+        # no TC over TCP: the client has nowhere bigger to ask, and some resolvers drop such answers
+        assert not msg.flags & dns.flags.TC
+    # the warning names the knob only where it helps: --a-record-limit caps A/AAAA, not SRV
+    warnings = [r.getMessage() for r in caplog.records if "dns tcp" in r.getMessage()]
+    a_warning = next(w for w in warnings if "type A " in w)
+    srv_warning = next(w for w in warnings if "type SRV " in w)
+    assert "--a-record-limit" in a_warning and "--a-record-limit" not in srv_warning
+    # a huge EDNS buffer over UDP still gets a datagram that can be sent (<= 65,507 bytes), with TC
+    udp = await ask(server, "vast.service.consul", use_edns=0, payload=65535)
+    assert udp.flags & dns.flags.TC and len(udp.to_wire()) <= 65507
+
+
+async def test_tcp_keeps_every_srv_record_and_drops_glue_first(make_dns) -> None:
+    server = await make_dns(vast_view())
+    msg = await ask(server, "wide.service.consul", "SRV", tcp=True)
+    assert len(msg.answer[0]) == 1200 and not msg.flags & dns.flags.TC
+    targets = [r.target.to_text() for r in msg.answer[0]]
+    glue = [rrset.name.to_text() for rrset in msg.additional]
+    assert 0 < len(glue) < 1200 and glue == targets[:len(glue)]
+    assert len(msg.to_wire()) <= 65535
+
+
+async def test_dig_gets_a_big_srv_answer_over_tcp(make_dns) -> None:
+    dig = require_tool("dig", "dnsutils")
+    server = await make_dns(vast_view())
+    proc = await asyncio.create_subprocess_exec(
+        dig, "+time=3", "+tries=1", "@127.0.0.1", "-p", str(server.port), "vast.service.consul", "SRV",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out = (await asyncio.wait_for(proc.communicate(), 20))[0].decode()
+    assert "Truncated, retrying in TCP mode" in out and "status: NOERROR" in out, out[-2000:]
+    assert "timed out" not in out
+
+
+def with_opt(packet: bytes, do: bool = False) -> bytes:
+    """``packet`` with one EDNS(0) OPT record appended (ARCOUNT set to 1)."""
+    opt = b"\x00" + struct.pack("!HHBBHH", 41, 1232, 0, 0, 0x8000 if do else 0, 0)
+    return packet[:10] + b"\x00\x01" + packet[12:] + opt
+
+
+async def test_errors_to_edns_queries_carry_an_opt_record(make_dns) -> None:
+    server = await make_dns(big_view())
+    cases = {
+        "opcode NOTIFY": (header(flags=0x2000) + QUESTION, dns.rcode.NOTIMP),
+        "opcode UPDATE": (header(flags=0x2800) + QUESTION, dns.rcode.NOTIMP),
+        "two questions": (header(qd=2) + QUESTION + QUESTION, dns.rcode.FORMERR),
+        "no question": (header(qd=0), dns.rcode.FORMERR),
+    }
+    for label, (packet, rcode) in cases.items():
+        for do in (False, True):
+            msg = dns.message.from_wire(await udp_exchange(server.port, with_opt(packet, do)))
+            assert msg.rcode() == rcode, label
+            assert msg.edns == 0, label  # RFC 6891 7: an OPT in the request means one in the response
+            assert bool(msg.ednsflags & dns.flags.DO) == do, label
+        plain = dns.message.from_wire(await udp_exchange(server.port, packet))
+        assert plain.rcode() == rcode and plain.edns == -1, label

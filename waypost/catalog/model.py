@@ -14,6 +14,7 @@ WARNING = "warning"
 CRITICAL = "critical"
 MAINTENANCE = "maintenance"
 STATUS_ORDER = {PASSING: 0, WARNING: 1, CRITICAL: 2, MAINTENANCE: 3}
+DEFAULT_WEIGHTS = (1, 1)  # Consul's Service.Weights when a registration has none: Passing 1, Warning 1
 
 
 def worst_status(statuses: list[str]) -> str:
@@ -38,11 +39,22 @@ class Instance:
     tags: tuple[str, ...] = ()
     meta: tuple[tuple[str, str], ...] = ()
     status: str = PASSING
+    weights: tuple[int, int] = DEFAULT_WEIGHTS  # (Passing, Warning) from the service's Weights
 
     @property
     def endpoint(self) -> tuple[str, int]:
         """The (host, port) a client connects to."""
         return (self.address or self.node_address, self.port)
+
+    @property
+    def weight(self) -> int:
+        """The SRV weight Consul gives this instance: Weights.Passing when passing, Weights.Warning when
+        warning, 0 when critical or in maintenance."""
+        if self.status == PASSING:
+            return self.weights[0]
+        if self.status == WARNING:
+            return self.weights[1]
+        return 0 if self.status in (CRITICAL, MAINTENANCE) else 1
 
     @classmethod
     def from_health_entry(cls, entry: dict[str, Any]) -> Instance:
@@ -61,7 +73,25 @@ class Instance:
             tags=tuple(svc.get("Tags") or ()),
             meta=tuple(sorted((svc.get("Meta") or {}).items())),
             status=status,
+            weights=parse_weights(svc.get("Weights")),
         )
+
+
+def parse_weights(raw: Any) -> tuple[int, int]:
+    """(Passing, Warning) from a service's ``Weights`` object; a missing one (or field) is Consul's 1."""
+    if not isinstance(raw, dict):
+        return DEFAULT_WEIGHTS
+    return _weight(raw.get("Passing"), DEFAULT_WEIGHTS[0]), _weight(raw.get("Warning"), DEFAULT_WEIGHTS[1])
+
+
+def _weight(value: Any, default: int) -> int:
+    """One weight as an SRV record can carry it (0-65535); anything not a number is the default."""
+    if value is None or isinstance(value, bool):
+        return default
+    try:
+        return min(max(int(value), 0), 0xFFFF)
+    except (TypeError, ValueError, OverflowError):
+        return default
 
 
 @dataclass(frozen=True, slots=True)
