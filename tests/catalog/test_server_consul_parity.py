@@ -13,6 +13,7 @@ import consul
 import consul.aio
 import pytest
 
+from tests.catalog.test_server_checks import wait_status
 from tests.conftest import running_catalog
 
 NODE = "node-p"
@@ -38,17 +39,6 @@ async def call(http, method, url, **kw):
 async def put_json(http, url, body):
     status, text, _ = await call(http, "PUT", url, data=json.dumps(body))
     assert status == 200, text
-
-
-async def wait_status(aio, check_id, status, timeout):
-    deadline = time.monotonic() + timeout
-    chk = None
-    while time.monotonic() < deadline:
-        chk = (await aio.agent.checks()).get(check_id)
-        if chk and chk["Status"] == status:
-            return chk
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{check_id} did not become {status}: {chk}")
 
 
 # ---- KV: unchanged writes (Consul's kvsSetTxn) and CAS deletes (kvsDeleteCASTxn) ---------------
