@@ -59,7 +59,8 @@ def add_balancer_flags(group: argparse._ActionsContainer) -> None:
                        help="load balancing: power of two choices on open connections (p2c), round-robin, "
                        "least-conn or random")
     group.add_argument("--connect-timeout", type=_nonneg_float, default=2.0, metavar="S",
-                       help="seconds to wait for a backend connect before trying the next")
+                       help="seconds to wait for a backend connect before trying the next (0: no limit of "
+                            "ours; the kernel gives up after about 2 minutes)")
     group.add_argument("--retries", type=int, default=2, metavar="N",
                        help="other instances to try after a failed connect (never once bytes flowed)")
     group.add_argument("--eject-after", type=int, default=3, metavar="N",

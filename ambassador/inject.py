@@ -25,7 +25,7 @@ from waypost.ambassador.routes import (
     Options,
     Route,
     RouteSpec,
-    default_max_conns,
+    connection_limit,
     raise_fd_limit,
 )
 from waypost.docker_events import CONNECTED, CONTAINER, DISCONNECTED, DockerAPI, DockerEvent, EventBridge
@@ -166,8 +166,7 @@ class Injector:
             return False
         self._binder = binder
         raise_fd_limit()
-        if self.options.max_conns == 0:
-            self.limiter.limit = default_max_conns()
+        self.limiter.limit = connection_limit(self.options.max_conns)
         loop = asyncio.get_running_loop()
         if self._owns_bridge:
             self._bridge = EventBridge(self._queue, loop, self._docker_url)

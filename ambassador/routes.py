@@ -188,6 +188,20 @@ def raise_fd_limit() -> int:
     return soft
 
 
+def connection_limit(wanted: int) -> int:
+    """The connection limit to enforce for ``--max-conns wanted`` (0: what the open-files limit
+    allows), never more than the descriptors allow (warned once; call after raise_fd_limit)."""
+    fd_cap = default_max_conns()
+    if wanted == 0:
+        return fd_cap
+    if wanted > fd_cap:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        log.warning("--max-conns %d is more than the open-files limit (%d, two per connection) allows; "
+                    "refusing connections beyond %d instead (raise `ulimit -n` to allow more)", wanted, soft, fd_cap)
+        return fd_cap
+    return wanted
+
+
 def default_max_conns() -> int:
     """Each proxied connection holds two descriptors; keep a reserve for everything else."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -554,16 +568,7 @@ class Ambassador:
     async def start(self) -> None:
         """Raise the fd limit, check the routes and start listening on all of them."""
         raise_fd_limit()
-        fd_cap = default_max_conns()
-        wanted = self.options.max_conns
-        if wanted == 0:
-            self.limiter.limit = fd_cap
-        elif wanted > fd_cap:
-            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-            log.warning("--max-conns %d is more than the open-files limit (%d, two per connection) allows; "
-                        "refusing connections beyond %d instead (raise `ulimit -n` to allow more)",
-                        wanted, soft, fd_cap)
-            self.limiter.limit = fd_cap
+        self.limiter.limit = connection_limit(self.options.max_conns)
         if self.options.strict_services:
             await self._check_services(self._initial)
         try:
