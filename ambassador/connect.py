@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 LABEL = "waypost.connect"
+MAX_ROUTES = 64  # per container: each route costs a listener (and a descriptor) in this process
 # A hosts-file name: DNS labels of letters, digits, '-', '_' separated by dots.
 _NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*$")
 _SERVICE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -47,6 +48,9 @@ def parse_connect_label(value: str) -> tuple[list[ConnectSpec], list[str]]:
         if spec.name.lower() in seen:
             warnings.append(f"{LABEL}: {spec.name!r} is listed twice; the first one is used")
             continue
+        if len(specs) == MAX_ROUTES:
+            warnings.append(f"{LABEL}: more than {MAX_ROUTES} routes; only the first {MAX_ROUTES} are served")
+            break
         seen.add(spec.name.lower())
         specs.append(spec)
     return specs, warnings
@@ -59,23 +63,23 @@ def parse_connect_entry(entry: str) -> ConnectSpec:
     tag = None
     if "#" in text:
         text, tag = text.split("#", 1)
-        if not tag or not _SERVICE.match(tag):
+        if not tag or not _SERVICE.fullmatch(tag):
             raise ConnectLabelError(f"{LABEL} entry {entry!r}: bad tag {tag!r}; {hint}")
     service = None
     if "@" in text:
         text, service = text.split("@", 1)
-        if not _SERVICE.match(service):
+        if not _SERVICE.fullmatch(service):
             raise ConnectLabelError(f"{LABEL} entry {entry!r}: bad service name {service!r}; {hint}")
     port = None
     if ":" in text:
         text, port_text = text.split(":", 1)
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
             raise ConnectLabelError(f"{LABEL} entry {entry!r}: port {port_text!r} is not 1-65535; {hint}")
         port = int(port_text)
-    if not _NAME.match(text):
+    if not _NAME.fullmatch(text):
         raise ConnectLabelError(f"{LABEL} entry {entry!r}: {text!r} is not a valid host name; {hint}")
     if service is None:
-        if not _SERVICE.match(text):
+        if not _SERVICE.fullmatch(text):
             raise ConnectLabelError(f"{LABEL} entry {entry!r}: {text!r} is not a valid service name; {hint}")
         service = text
     return ConnectSpec(name=text, port=port, service=service, tag=tag)

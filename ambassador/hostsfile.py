@@ -11,18 +11,32 @@ import ipaddress
 
 MARKER = "# waypost"
 BASE = ipaddress.IPv4Address("127.127.0.2")
+RANGE = ipaddress.IPv4Network("127.127.0.0/16")
 
 
 def read_waypost_lines(text: str) -> dict[str, str]:
-    """Name → address of the lines Waypost wrote earlier."""
+    """Name → address of the lines Waypost wrote earlier.
+
+    Only addresses in 127.127.0.0/16 count: the file lives in the container, and a line its
+    processes rewrote (to 0.0.0.0, say) must not make us listen anywhere else; such a name gets a
+    fresh address and its line is rewritten.
+    """
     found: dict[str, str] = {}
     for line in text.splitlines():
         if not line.rstrip().endswith(MARKER):
             continue
         fields = line.split("#", 1)[0].split()
-        if len(fields) >= 2:
+        if len(fields) >= 2 and _ours(fields[0]):
             found[fields[1]] = fields[0]
     return found
+
+
+def _ours(address: str) -> bool:
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        return False
+    return ip in RANGE and int(ip) >= int(BASE)
 
 
 def allocate(names: list[str], existing: dict[str, str]) -> dict[str, str]:

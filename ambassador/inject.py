@@ -11,6 +11,7 @@ feeds every container that dials it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 from collections.abc import Callable
@@ -117,6 +118,26 @@ class ServiceFeed:
         self._subs.clear()
 
 
+RETRY_BASE = 1.0  # seconds before attaching again after a route could not listen; doubles up to:
+RETRY_MAX = 60.0
+
+
+def _name(info: dict[str, Any], cid: str) -> str:
+    return str(info.get("Name") or cid[:12]).lstrip("/")
+
+
+def _shared_namespace(info: dict[str, Any]) -> str:
+    """Why a container's network namespace is not its own to serve (empty when it is)."""
+    mode = str((info.get("HostConfig") or {}).get("NetworkMode") or "")
+    if mode == "host":
+        return ("it uses the host's network (--network host): its listeners would be the host's own, "
+                "open to every process there")
+    if mode.startswith("container:"):
+        return (f"it shares the network of container {mode[len('container:'):][:12]} (and its hosts file): "
+                "put the label on that container")
+    return ""
+
+
 @dataclass
 class Attachment:
     """The routes served inside one container."""
@@ -129,6 +150,8 @@ class Attachment:
     addresses: dict[str, str] = field(default_factory=dict)
     routes: list[tuple[ConnectSpec, Route, Subscriber]] = field(default_factory=list)
     pending: list[asyncio.Task[None]] = field(default_factory=list)
+    unopened: list[tuple[ConnectSpec, int]] = field(default_factory=list)  # could not listen: retried
+    broken: bool = False  # attaching raised: detached and attached again after a pause
 
 
 class Injector:
@@ -152,6 +175,8 @@ class Injector:
         self._owns_bridge = events is None
         self._consumer: asyncio.Task[None] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        self._attempts: dict[str, int] = {}  # failed attaches in a row, per container
+        self._retries: set[asyncio.Task[None]] = set()
         self.synced = asyncio.Event()
 
     async def start(self) -> bool:
@@ -178,6 +203,9 @@ class Injector:
 
     async def stop(self) -> None:
         """Close every injected listener (hosts lines stay, so a restart reuses them)."""
+        for task in list(self._retries):
+            task.cancel()
+        await asyncio.gather(*self._retries, return_exceptions=True)
         if self._consumer is not None:
             self._consumer.cancel()
             await asyncio.gather(self._consumer, return_exceptions=True)
@@ -212,8 +240,8 @@ class Injector:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("injector: handling %s %s failed; the next resync repairs it",
-                              event.action or event.kind, event.container_id[:12])
+                log.exception("injector: handling %s %s failed; the container's next event (or an engine "
+                              "reconnect) looks at it again", event.action or event.kind, event.container_id[:12])
 
     async def resync(self) -> None:
         """Attach to every labelled running container and detach from the rest."""
@@ -225,7 +253,10 @@ class Injector:
         for cid in list(self.attached):
             if cid not in running:
                 await self._check(cid)
-        await asyncio.gather(*(self._check(cid) for cid in running))
+        results = await asyncio.gather(*(self._check(cid) for cid in running), return_exceptions=True)
+        for cid, result in zip(running, results, strict=True):
+            if isinstance(result, Exception):  # one container's trouble must not stop the others
+                log.error("injector: container %s: %s: %s", cid[:12], type(result).__name__, result)
         self.synced.set()
 
     async def _check(self, cid: str) -> None:
@@ -233,6 +264,15 @@ class Injector:
         async with lock:
             try:
                 await self._reconcile(cid)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                att = self.attached.get(cid)
+                if att is None:
+                    raise  # nothing attached: the next event or engine reconnect looks again
+                log.exception("container %s: attaching failed", att.name)
+                att.broken = True  # attached again from scratch, after a pause
+                self._retry_later(cid, att)
             finally:
                 if not lock._waiters and cid not in self.attached:  # type: ignore[attr-defined]
                     self._locks.pop(cid, None)
@@ -244,17 +284,52 @@ class Injector:
         label = labels.get(self.label)
         pid = int(state.get("Pid") or 0)
         wanted = info is not None and state.get("Running") and pid > 0 and label is not None
+        if wanted and (why := _shared_namespace(info)):  # type: ignore[arg-type]
+            log.warning("container %s: %s; %s is not served there", _name(info, cid), why, self.label)  # type: ignore[arg-type]
+            wanted = False
         current = self.attached.get(cid)
-        if current is not None and (not wanted or current.pid != pid or current.label != label):
+        if current is not None and (not wanted or current.pid != pid or current.label != label
+                                    or current.broken):
             await self._detach(cid)
             current = None
+        fresh = False
         if wanted and current is None:
             await self._attach(cid, info, pid, label)  # type: ignore[arg-type]
+            current, fresh = self.attached.get(cid), True
+        if current is not None and current.unopened:
+            if not fresh:
+                await self._reopen(current)
+            if current.unopened:
+                self._retry_later(cid, current)
+                return
+        self._attempts.pop(cid, None)
+
+    async def _reopen(self, att: Attachment) -> None:
+        """Try again the routes that could not listen (the others keep their connections)."""
+        unopened, att.unopened = att.unopened, []
+        for spec, port in unopened:
+            await self._open_route(att, spec, port)
+
+    def _retry_later(self, cid: str, att: Attachment) -> None:
+        """Look at the container again after a growing pause: a route could not listen, or attaching
+        failed, and the container lives on."""
+        n = self._attempts[cid] = self._attempts.get(cid, 0) + 1
+        delay = min(RETRY_BASE * 2 ** min(n - 1, 8), RETRY_MAX)
+        log.warning("container %s: trying again in %gs", att.name, delay)
+
+        async def retry() -> None:
+            await asyncio.sleep(delay)
+            if self.attached.get(cid) is att:
+                await self._check(cid)
+
+        task = asyncio.get_running_loop().create_task(retry(), name=f"injector retry {cid[:12]}")
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
 
     # ---- attach / detach ---------------------------------------------------------------------
 
     async def _attach(self, cid: str, info: dict[str, Any], pid: int, label: str) -> None:
-        name = str(info.get("Name") or cid[:12]).lstrip("/")
+        name = _name(info, cid)
         specs, warnings = parse_connect_label(label)
         for warning in warnings:
             log.warning("container %s: %s", name, warning)
@@ -313,6 +388,8 @@ class Injector:
         except (NamespaceError, OSError) as exc:
             log.warning("container %s: cannot listen on %s:%d for %s (%s)", att.name, address, port, spec.name,
                         exc.strerror or exc)
+            if exc.errno != errno.ESRCH:  # the container's process is not gone: worth another try
+                att.unopened.append((spec, port))
             return
         route_spec = RouteSpec(address, port, service=spec.service, tag=spec.tag,
                                text=f"{address}:{port}={spec.service}" + (f"#{spec.tag}" if spec.tag else ""))

@@ -192,3 +192,55 @@ def test_inject_without_cap_sys_admin_says_so_once(catalog_server) -> None:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert err.count("CAP_SYS_ADMIN") == 1 and "Traceback" not in err
+
+
+async def _truthy(value: Any) -> Any:
+    return value
+
+
+async def test_shared_network_namespaces_are_left_alone_with_a_warning(
+        injector, busybox_image, docker_client, caplog) -> None:
+    """--network host would put listeners in the host's namespace; a container:X joiner shares X's
+    namespace and hosts file. Neither is served: the log says what to do instead."""
+    svc = service_name()
+    label = {"waypost.connect": f"web:8080@{svc}"}
+    on_host = await asyncio.to_thread(docker_run, docker_client, busybox_image, ["sleep", "3600"],
+                                      extra_labels=label, network_mode="host")
+    owner = await start_client(docker_client, busybox_image, None)
+    joiner = await asyncio.to_thread(docker_run, docker_client, busybox_image, ["sleep", "3600"],
+                                     extra_labels=label, network_mode=f"container:{owner.id}")
+    await eventually(lambda: _truthy("host's network" in caplog.text and "put the label on that container"
+                                     in caplog.text), what="both warnings")
+    assert on_host.id not in injector.attached and joiner.id not in injector.attached
+    for container in (on_host, owner):
+        code, out = await asyncio.to_thread(container.exec_run, ["cat", "/etc/hosts"])
+        assert "waypost" not in out.decode()
+
+
+async def test_a_route_that_cannot_listen_yet_is_retried(catalog_client, registrator, busybox_image,
+                                                         docker_client) -> None:
+    """The app itself holds the port (0.0.0.0:8080): the injected route can't listen. Once the app lets
+    go, the retry opens it, without waiting for any Docker event."""
+    svc = service_name()
+    backend = await start_backend(docker_client, busybox_image, svc)
+    key = f"waypost.retry-{uuid.uuid4().hex[:6]}.connect"
+    client = await asyncio.to_thread(docker_run, docker_client, busybox_image,
+                                     ["sh", "-c", "nc -l -p 8080 >/dev/null & exec sleep 3600"],
+                                     extra_labels={key: f"web:8080@{svc}"})
+    def app_listens() -> bool:  # port 8080 (1F90) in state LISTEN (0A); busybox nc listens on [::]
+        tcp = client.exec_run(["cat", "/proc/net/tcp", "/proc/net/tcp6"])[1].decode()
+        return any(len(f := line.split()) > 3 and f[1].endswith(":1F90") and f[3] == "0A"
+                   for line in tcp.splitlines())
+
+    await eventually(lambda: asyncio.to_thread(app_listens), what="the app listening on 8080")
+    inj = Injector(catalog_client, Options(strict_services=False, wait_for_backends=5, connect_timeout=1), label=key)
+    assert await inj.start(), inj.unavailable
+    try:
+        await inj.synced.wait()
+        att = await eventually(lambda: _truthy(inj.attached.get(client.id)), what="attached")
+        assert [spec.name for spec, _ in att.unopened] == ["web"]
+        await asyncio.to_thread(client.exec_run, ["sh", "-c", "kill $(pidof nc)"])
+        assert await eventually(lambda: fetch(client), what="answer once the route opened") == backend.id[:12]
+        assert att.unopened == [] and inj.attached.get(client.id) is att  # the same attachment
+    finally:
+        await inj.stop()
