@@ -292,6 +292,8 @@ class Injector:
                                     or current.broken):
             await self._detach(cid)
             current = None
+        if current is not None and wanted and current.name != _name(info, cid):  # type: ignore[arg-type]
+            self._renamed(current, _name(info, cid))  # type: ignore[arg-type]
         fresh = False
         if wanted and current is None:
             await self._attach(cid, info, pid, label)  # type: ignore[arg-type]
@@ -303,6 +305,14 @@ class Injector:
                 self._retry_later(cid, current)
                 return
         self._attempts.pop(cid, None)
+
+    @staticmethod
+    def _renamed(att: Attachment, name: str) -> None:
+        """`docker rename`: the status page, logs and metrics use the new name from now on."""
+        log.info("container %s: renamed to %s", att.name, name)
+        att.name = name
+        for spec, route, _ in att.routes:
+            route.name = route.balancer.name = f"{name}/{spec.name}"
 
     async def _reopen(self, att: Attachment) -> None:
         """Try again the routes that could not listen (the others keep their connections)."""

@@ -244,3 +244,17 @@ async def test_a_route_that_cannot_listen_yet_is_retried(catalog_client, registr
         assert att.unopened == [] and inj.attached.get(client.id) is att  # the same attachment
     finally:
         await inj.stop()
+
+
+async def test_rename_shows_the_new_name(injector, busybox_image, docker_client) -> None:
+    svc = service_name()
+    await start_backend(docker_client, busybox_image, svc)
+    client = await start_client(docker_client, busybox_image, f"web:8080@{svc}")
+    await eventually(lambda: _truthy(client.id in injector.attached and injector.attached[client.id].routes),
+                     what="attached with its route")
+    new_name = f"{client.name}-renamed"
+    await asyncio.to_thread(client.rename, new_name)
+    await eventually(lambda: _truthy(injector.attached[client.id].name == new_name), what="the new name")
+    [(_, route, _)] = injector.attached[client.id].routes
+    assert route.name == f"{new_name}/web"
+    assert any(a["client"] == new_name for a in injector.snapshot())
