@@ -330,7 +330,10 @@ class Injector:
         async def retry() -> None:
             await asyncio.sleep(delay)
             if self.attached.get(cid) is att:
-                await self._check(cid)
+                try:
+                    await self._check(cid)
+                except Exception:  # a task of its own: nobody above would log it
+                    log.exception("container %s: trying again failed", att.name)
 
         task = asyncio.get_running_loop().create_task(retry(), name=f"injector retry {cid[:12]}")
         self._retries.add(task)
