@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from consul.exceptions import BadRequest
+from consul.exceptions import ACLPermissionDenied, BadRequest
 
 from waypost.catalog.model import ServiceDef
 
@@ -34,6 +34,7 @@ from .options import RegistratorOptions
 
 log = logging.getLogger("waypost.registrator.sync")
 
+MAINTENANCE_CHECK_PREFIX = "_service_maintenance:"  # Consul's check for a service in maintenance
 CALL_TIMEOUT = 15.0
 DOCKER_CHECK_REFRESH = 24 * 3600.0
 _LEGACY_ID = re.compile(r"^(.+?):([a-zA-Z0-9][a-zA-Z0-9_.-]+):[0-9]+(?::udp)?$")
@@ -54,7 +55,7 @@ class CatalogWriter(Protocol):
 
     async def deregister(self, service_id: str) -> None: ...
 
-    async def update_ttl(self, check_id: str, status: str, output: str = "") -> None: ...
+    async def update_ttl(self, check_id: str, status: str, output: str = "") -> bool | None: ...
 
     async def local_services(self, filter_expr: str | None = None) -> dict[str, ServiceDef]: ...
 
@@ -163,6 +164,12 @@ class Reconciler:
                 log.warning("container %s: the catalog rejected its registration (%s); fix its SERVICE_* "
                             "labels or env; tried again when the container changes or at the next resync",
                             container_id[:12], _describe_error(exc))
+            except ACLPermissionDenied as exc:  # answered too: retrying forever would hold up every sync
+                self.errors += 1
+                log.warning("container %s: the catalog refused the write (ACL: %s); give the token "
+                            "(--catalog-token / CONSUL_HTTP_TOKEN) service:write on its services; tried again "
+                            "when the container changes or at the next resync", container_id[:12],
+                            _describe_error(exc))
             except Exception as exc:  # noqa: BLE001 - catalog or engine down: retry this container
                 work.dirty = True
                 work.sweep = work.sweep or sweep
@@ -183,7 +190,7 @@ class Reconciler:
     async def _call(self, make: Callable[[], Awaitable[Any]]) -> Any:
         try:
             result = await asyncio.wait_for(make(), CALL_TIMEOUT)
-        except BadRequest:
+        except (BadRequest, ACLPermissionDenied):
             self.catalog_ok = True  # it answered
             raise
         except Exception:
@@ -256,9 +263,14 @@ class Reconciler:
     async def _update_docker_check(self, sid: str, status: str, doc: dict[str, Any] | None) -> None:
         state = docker_state(doc or {}, self.options.docker_health)
         output = state[1] if state else ""
-        await self._call(lambda: self.catalog.update_ttl(docker_check_id(sid), status, output))
+        found = await self._call(lambda: self.catalog.update_ttl(docker_check_id(sid), status, output))
         self.writes += 1
         reg = self.registered[sid]
+        if found is False:  # the catalog lost it (reaped by DeregisterCriticalServiceAfter, removed by hand)
+            log.warning("%s: the catalog no longer has it; registering it again", sid)
+            self.registered.pop(sid, None)
+            self.kick(reg.container)
+            return
         reg.docker_status = status
         reg.docker_updated = time.time()
         log.info("%s: docker check %s (%s)", sid, status, output)
@@ -299,9 +311,12 @@ class Reconciler:
         by_service: dict[str, set[str]] = {}
         status: dict[str, str] = {}
         for check_id, check in checks.items():
+            if check_id.startswith(MAINTENANCE_CHECK_PREFIX):
+                continue  # maintenance mode is the operator's, not part of what we register
             by_service.setdefault(str(check.get("ServiceID") or ""), set()).add(check_id)
             status[check_id] = str(check.get("Status") or "")
         now = time.time()
+        previous = self.registered
         view: dict[str, Registered] = {}
         for sid, service in services.items():
             meta = service.meta_dict
@@ -313,7 +328,9 @@ class Reconciler:
                 container=meta.get(MARKER_CONTAINER, ""),
                 checks=frozenset(by_service.get(sid, ())),
                 docker_status=status.get(docker_id),
-                docker_updated=now,
+                # keep the last refresh time: a --resync shorter than the refresh period must not
+                # postpone the TTL refresh forever
+                docker_updated=previous[sid].docker_updated if sid in previous else now,
             )
         self.registered = view
         return services
@@ -330,11 +347,18 @@ class Reconciler:
             tasks = [self.kick(cid, sweep=True) for cid in sorted(wanted) if cid]
             if tasks:
                 await asyncio.gather(*(asyncio.shield(t) for t in set(tasks)))
+            self._forget_gone(wanted)
             self.syncs += 1
             self.last_sync = time.time()
             log.info("sync%s: %d running containers, %d registrations, %.0f ms",
                      f" ({reason})" if reason else "", len(running), len(self.registered),
                      (time.monotonic() - started) * 1000)
+
+    def _forget_gone(self, alive: set[str]) -> None:
+        """Drop per-container state of containers neither running nor registered (their events may
+        have been missed while the engine was away)."""
+        self._live = {cid: sids for cid, sids in self._live.items() if cid in alive}
+        self._warned = {key: w for key, w in self._warned.items() if key[:64] in alive or key in alive}
 
     async def _cleanup_legacy(self, services: dict[str, ServiceDef], running_names: set[str]) -> None:
         for sid, service in services.items():
@@ -356,9 +380,13 @@ class Reconciler:
         now = time.time()
         for sid, reg in list(self.registered.items()):
             if reg.docker_status is not None and now - reg.docker_updated > max_age:
-                await self._call(lambda s=sid, st=reg.docker_status: self.catalog.update_ttl(
+                found = await self._call(lambda s=sid, st=reg.docker_status: self.catalog.update_ttl(
                     docker_check_id(s), st, "refreshed"))
                 reg.docker_updated = now
+                if found is False:
+                    log.warning("%s: the catalog no longer has it; registering it again", sid)
+                    self.registered.pop(sid, None)
+                    self.kick(reg.container)
 
     async def deregister_all(self) -> None:
         """Remove every registration this node owns (``--deregister-on-exit``)."""

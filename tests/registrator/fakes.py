@@ -50,13 +50,14 @@ class FakeCatalog:
         for cid in [c for c, v in self.checks.items() if v["ServiceID"] == service_id]:
             del self.checks[cid]
 
-    async def update_ttl(self, check_id: str, status: str, output: str = "") -> None:
+    async def update_ttl(self, check_id: str, status: str, output: str = "") -> bool:
         self._maybe_fail()
         self.writes.append(("update_ttl", f"{check_id}={status}"))
         if check_id not in self.checks:
-            raise KeyError(f"unknown check {check_id}")
+            return False  # the agent's 404, as py-consul reports it
         self.checks[check_id]["Status"] = status
         self.checks[check_id]["Output"] = output
+        return True
 
     async def local_services(self, filter_expr: str | None = None) -> dict[str, ServiceDef]:
         self._maybe_fail()

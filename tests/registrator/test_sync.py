@@ -340,3 +340,52 @@ async def test_rejected_registration_is_one_warning_not_a_retry_loop(catalog, en
     catalog.reject.clear()
     await rec.full_sync()
     assert "n1:c1:80" in catalog.services
+
+
+async def test_a_registration_the_catalog_dropped_is_restored(catalog, engine) -> None:
+    """The catalog reaped the service while the container was paused (DeregisterCriticalServiceAfter):
+    the next check update finds it gone and the service is registered again."""
+    c1 = add(engine, 1, health="healthy")
+    rec = make(catalog, engine)
+    await rec.full_sync()
+    engine.containers[c1]["State"]["Paused"] = True
+    await rec.kick(c1)
+    await catalog.deregister("n1:c1:80")  # reaped behind the registrator's back
+    engine.containers[c1]["State"]["Paused"] = False
+    await rec.kick(c1)
+    async with asyncio.timeout(3):
+        while "n1:c1:80" not in catalog.services:
+            await asyncio.sleep(0.01)
+    assert catalog.status(docker_check_id("n1:c1:80")) == PASSING
+
+
+async def test_maintenance_mode_is_not_undone_by_resyncs(catalog, engine) -> None:
+    add(engine, 1)
+    rec = make(catalog, engine)
+    await rec.full_sync()
+    catalog.checks["_service_maintenance:n1:c1:80"] = {"CheckID": "_service_maintenance:n1:c1:80",
+                                                     "ServiceID": "n1:c1:80", "Status": CRITICAL}
+    catalog.writes.clear()
+    await rec.full_sync()
+    assert catalog.writes == []  # nothing re-registered: the operator's maintenance stays
+
+
+async def test_an_acl_refusal_does_not_hold_up_full_syncs(catalog, engine, monkeypatch) -> None:
+    from consul.exceptions import ACLPermissionDenied
+
+    add(engine, 1)
+    forbidden = add(engine, 2, labels={"SERVICE_NAME": "secret"})
+    real = catalog.register
+
+    async def register(service: ServiceDef) -> None:
+        if service.name == "secret":
+            raise ACLPermissionDenied("Permission denied")
+        await real(service)
+
+    monkeypatch.setattr(catalog, "register", register)
+    rec = make(catalog, engine)
+    async with asyncio.timeout(5):
+        await rec.full_sync()
+        await rec.full_sync()  # a second sync is not stuck behind the refused container
+    assert sorted(catalog.services) == ["n1:c1:80"] and forbidden in engine.containers
+

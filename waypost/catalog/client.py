@@ -87,9 +87,10 @@ class CatalogClient(CatalogReads):
             CB.boolean(), f"/v1/agent/service/deregister/{path_segment(service_id)}", headers=self._headers()
         )
 
-    async def update_ttl(self, check_id: str, status: str, output: str = "") -> None:
-        """Set a TTL check to passing, warning or critical (`/v1/agent/check/update/:id`)."""
-        await self._http.put(
+    async def update_ttl(self, check_id: str, status: str, output: str = "") -> bool:
+        """Set a TTL check to passing, warning or critical (`/v1/agent/check/update/:id`); False when
+        the agent has no such check (it was deregistered or reaped behind our back)."""
+        return await self._http.put(
             CB.boolean(),
             f"/v1/agent/check/update/{path_segment(check_id)}",
             data=json.dumps({"Status": status, "Output": output}),
