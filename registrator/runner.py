@@ -36,6 +36,7 @@ log = logging.getLogger("waypost.registrator")
 RELEVANT_ACTIONS = frozenset(
     {"start", "restart", "die", "stop", "destroy", "pause", "unpause", "health_status", "rename", "update"}
 )
+NETWORK_ACTIONS = frozenset({"network_connect", "network_disconnect"})
 CATALOG_WATCH_WAIT = "10s"
 HOUSEKEEPING_INTERVAL = 3600.0
 
@@ -178,6 +179,12 @@ class Registrator:
         elif event.kind == DISCONNECTED:
             return
         elif event.kind == CONTAINER and event.action in RELEVANT_ACTIONS and self.reconciler is not None:
+            self.events += 1
+            self.reconciler.kick(event.container_id)
+        elif (event.kind == CONTAINER and event.action in NETWORK_ACTIONS and self.options.internal
+              and self.reconciler is not None and self.reconciler.knows(event.container_id)):
+            # `docker network connect/disconnect` of a running container: its --internal address may
+            # change (a starting container's connect is skipped: its start event follows)
             self.events += 1
             self.reconciler.kick(event.container_id)
 

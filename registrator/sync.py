@@ -136,6 +136,10 @@ class Reconciler:
 
     # ---- per-container ordered work -------------------------------------------------------------
 
+    def knows(self, container_id: str) -> bool:
+        """Whether the container is running with services or has registrations."""
+        return container_id in self._live or any(r.container == container_id for r in self.registered.values())
+
     def kick(self, container_id: str, sweep: bool = False) -> asyncio.Task[None]:
         """Schedule a reconcile of one container after any running for it; returns its task."""
         work = self._work.get(container_id)

@@ -50,12 +50,24 @@ def make_client(docker_url: str | None = None, timeout: float = 30.0) -> docker.
 
 
 def parse_event(raw: dict[str, Any]) -> DockerEvent | None:
-    """A docker ``/events`` message as a :class:`DockerEvent` (None for non-container events)."""
-    if raw.get("Type", "container") != "container":
-        return None
+    """A docker ``/events`` message as a :class:`DockerEvent` (None for events about no container).
+
+    A network's ``connect`` / ``disconnect`` becomes the container's ``network_connect`` /
+    ``network_disconnect`` (its attributes then name the network, not the container's labels).
+    """
+    kind = raw.get("Type", "container")
     action_text = str(raw.get("Action") or raw.get("status") or "")
-    action, _, detail = action_text.partition(":")
     actor = raw.get("Actor") or {}
+    if kind == "network":
+        attributes = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
+        if action_text not in ("connect", "disconnect") or not attributes.get("container"):
+            return None
+        return DockerEvent(kind=CONTAINER, action=f"network_{action_text}", container_id=attributes["container"],
+                           time_nano=int(raw.get("timeNano") or 0),
+                           attributes={"network": attributes.get("name", "")})
+    if kind != "container":
+        return None
+    action, _, detail = action_text.partition(":")
     return DockerEvent(
         kind=CONTAINER,
         action=action.strip(),
@@ -162,7 +174,7 @@ class EventBridge:
             client: docker.APIClient | None = None
             try:
                 client = make_client(self._docker_url)
-                stream = client.events(decode=True, filters={"type": "container"})
+                stream = client.events(decode=True, filters={"type": ["container", "network"]})
                 with self._lock:
                     self._client, self._stream = client, stream
                 if self._stopping.is_set():

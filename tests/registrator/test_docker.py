@@ -433,3 +433,26 @@ def test_plugs_into_the_waypost_command_with_env_defaults(monkeypatch) -> None:
     assert (opts.resync, opts.cleanup, opts.tags, opts.deregister, opts.host_ip, opts.internal) == (
         15.0, True, ("x", "y"), "on-success", "192.0.2.5", True)
     assert args.registry == "consul://127.0.0.1:8501"
+
+
+async def test_internal_follows_network_connect_and_disconnect(catalog_client, start_registrator, busybox_image,
+                                                              docker_client) -> None:
+    """`docker network connect` / `disconnect` of a running container moves its --internal address."""
+    net = await asyncio.to_thread(dk.create_network, docker_client)
+    c = await run(busybox_image, ports={"9000/tcp": None}, environment={"SERVICE_NAME": "moves"})
+    await start_registrator(internal=True, network=net.name)
+    bridge_ip = c.attrs["NetworkSettings"]["IPAddress"]
+    (svc,) = (await services_of(catalog_client, c)).values()
+    assert svc.address == bridge_ip  # not on --network yet: its own network's IP
+
+    await asyncio.to_thread(net.connect, c)
+    await asyncio.to_thread(c.reload)
+    net_ip = c.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
+
+    async def address_is(ip: str) -> bool:
+        found = ours(await catalog_client.local_services(), c)
+        return [s.address for s in found.values()] == [ip]
+
+    await eventually(lambda: address_is(net_ip), 10, "the address on --network after connect")
+    await asyncio.to_thread(net.disconnect, c)
+    await eventually(lambda: address_is(bridge_ip), 10, "the bridge address after disconnect")

@@ -132,3 +132,11 @@ async def test_docker_host_with_tls_from_the_environment(tls_files, monkeypatch)
     base, kwargs = DockerAPI()._connect_args()
     assert base == "http://docker"  # the local socket
     await kwargs["connector"].close()
+
+
+def test_network_connect_names_the_container() -> None:
+    event = parse_event({"Type": "network", "Action": "connect", "timeNano": 5,
+                         "Actor": {"ID": "netid", "Attributes": {"container": "c1", "name": "back", "type": "bridge"}}})
+    assert event is not None and (event.kind, event.action, event.container_id) == (CONTAINER, "network_connect", "c1")
+    assert event.attributes == {"network": "back"}
+    assert parse_event({"Type": "network", "Action": "create", "Actor": {"ID": "n", "Attributes": {"name": "x"}}}) is None
