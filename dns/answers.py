@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from dnslib import DNSRecord
 
@@ -178,6 +178,18 @@ def _random_key(_: object) -> float:
     return _random()
 
 
+def _turn_over(pool: Any, held: int, size: int) -> None:
+    """Add one fresh shuffle to `pool` (holding `held` orderings of `size` bytes), or once it holds
+    as many as :func:`_pool_cap` allows, replace its oldest one."""
+    cap = _pool_cap(size)
+    if held < cap:
+        pool.add(pool.fresh())
+    else:
+        pool.slot %= cap
+        pool.add(pool.fresh(), at=pool.slot)
+        pool.slot += 1
+
+
 def _pool_cap(answer_bytes: int) -> int:
     """How many orderings a pool of answers of this size grows to."""
     return min(POOL_MAX, max(2, POOL_BYTES // max(1, answer_bytes)))
@@ -288,15 +300,8 @@ class Prebuilt:
     def refresh(self) -> None:
         """Grow the pool by one fresh shuffle, or replace its oldest ordering once it is full."""
         self.left = self.every
-        if self.fresh is None:
-            return
-        cap = _pool_cap(len(self.full[0][4]))
-        if len(self.full) < cap:
-            self.add(self.fresh())
-        else:
-            self.slot %= cap
-            self.add(self.fresh(), at=self.slot)
-            self.slot += 1
+        if self.fresh is not None:
+            _turn_over(self, len(self.full), len(self.full[0][4]))
 
     def truncated(self, i: int, qlen: int, limit: int, opt: bytes, tc: bool = True) -> Cut:
         """(head RD=0, head RD=1, body) of ordering ``i`` cut to fit ``limit`` bytes."""
@@ -391,13 +396,7 @@ class Ring:
     def refresh(self) -> None:
         """Grow the pool by one fresh shuffle, or replace its oldest ordering once it is full."""
         self.left = self.every
-        cap = _pool_cap(len(self.rings[0]))
-        if len(self.rings) < cap:
-            self.add(self.fresh())
-        else:
-            self.slot %= cap
-            self.add(self.fresh(), at=self.slot)
-            self.slot += 1
+        _turn_over(self, len(self.rings), len(self.rings[0]))
 
     def respond(self, qid: bytes, question: bytes, rd: int, opt: bytes | None, tcp: bool) -> bytes:
         """The fast path's response: whole for TCP and EDNS (``opt``), else cut to 512 bytes."""
