@@ -134,6 +134,60 @@ def cleanup(docker_client: Any, images: bool = False) -> None:
                 pass
 
 
+def _session_alive(session: str) -> bool:
+    """Whether the test process that owns label value `session` (``<pid>-<random>``) still runs."""
+    pid_text = session.partition("-")[0]
+    if not pid_text.isdigit():
+        return True  # not one of ours: leave it alone
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def sweep_dead_sessions(docker_client: Any) -> list[str]:
+    """Remove what test sessions that died without cleaning up left behind; returns their ids.
+
+    A session killed mid-run (a CI timeout, Ctrl-C twice) never reaches its cleanup; its
+    containers, networks and images keep the session label, whose pid part says whether the owner
+    still runs. Live sessions (concurrent test runs, a benchmark) are never touched.
+    """
+    found: set[str] = set()
+    for kind in (docker_client.containers.list(all=True, filters={"label": LABEL}),
+                 docker_client.networks.list(filters={"label": LABEL}),
+                 docker_client.images.list(all=True, filters={"label": LABEL})):
+        for obj in kind:
+            session = _labels_of(obj).get(LABEL, "")
+            if session and session != SESSION:
+                found.add(session)
+    dead = sorted(s for s in found if not _session_alive(s))
+    for session in dead:
+        selector = {"label": f"{LABEL}={session}"}
+        for container in docker_client.containers.list(all=True, filters=selector):
+            _quietly(container.remove, force=True)
+        for network in docker_client.networks.list(filters=selector):
+            _quietly(network.remove)
+        for image in docker_client.images.list(all=True, filters=selector):
+            _quietly(docker_client.images.remove, image.id, force=True)
+    return dead
+
+
+def _labels_of(obj: Any) -> dict[str, str]:
+    """Labels of a container, image or network model (networks keep them at the top level)."""
+    attrs = obj.attrs or {}
+    return attrs.get("Labels") or (attrs.get("Config") or {}).get("Labels") or {}
+
+
+def _quietly(action: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        action(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - already gone, or in use by a live session's container
+        pass
+
+
 # ---- restarting the engine ----------------------------------------------------------------------
 
 
@@ -234,6 +288,7 @@ def docker_fixtures() -> tuple[Any, Any, Any]:
 
         require_docker()
         c = client()
+        sweep_dead_sessions(c)
         try:
             yield c
         finally:
