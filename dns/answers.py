@@ -551,7 +551,7 @@ class AnswerTable:
     """All prebuilt answers for one :class:`DnsConfig`, updated one service at a time.
 
     ``names`` is what the query path reads: ``{name wire (lower-case): {type+class: Prebuilt,
-    None: NODATA}}``. Records shared by several services (nodes, PTRs, ``.addr`` names, empty
+    None: NODATA (NXDOMAIN for the SRV-only RFC 2782 names)}}``. Records shared by several services (nodes, PTRs, ``.addr`` names, empty
     non-terminals) are reference-counted "facts" so a service change only rebuilds what it touched.
     Every name exists as ``<name>.<domain>`` and, in our datacenter, ``<name>.<dc>.<domain>`` and
     ``<name>.<dc>.dc.<domain>``; the two datacenter forms share one prebuilt entry.
@@ -609,9 +609,11 @@ class AnswerTable:
         return entry
 
     def _srv_only(self, entry: Entry) -> Entry | None:
-        """An entry answering only SRV, with ``entry``'s SRV answer (None when it has none)."""
+        """An entry answering only SRV, with ``entry``'s SRV answer (None when it has none); every
+        other type is NXDOMAIN, as in Consul, which reads ``_<svc>._<tag>.<domain>`` as a service
+        lookup only for SRV questions (``dispatch`` in its agent/dns.go)."""
         srv = entry.get(tc_key(SRV))
-        return None if srv is None else {tc_key(SRV): srv, None: self.nodata}
+        return None if srv is None else {tc_key(SRV): srv, None: self.nxdomain}
 
     def _forms(self, base: str) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
         """``base`` in the domain as (name, wire) pairs: ``[<base>.<domain>]`` and its forms in our
@@ -702,7 +704,7 @@ class AnswerTable:
 
         As in Consul: ``_<svc>._tcp`` means every instance and any other ``_<svc>._<tag>`` filters
         on the tag (so ``_<svc>._udp`` is the instances tagged ``udp``); RFC 2782 names also work
-        without the ``service`` label, for SRV only.
+        without the ``service`` label, for SRV only (other types: NXDOMAIN, see :meth:`_srv_only`).
         """
         if not tag:
             return [(f"{svc}.service", None), (f"_{svc}._tcp.service", f"_{svc}._tcp")]
@@ -735,8 +737,8 @@ class AnswerTable:
         address = inst.address or inst.node_address
         record = addr_rr(QPTR, address, ttl)
         cname = None
-        if record is not None:
-            facts.add(("ptr", address, f"{svc}.service.{self.domain}"))
+        if record is not None:  # Consul's PTR target for a service address names the datacenter
+            facts.add(("ptr", address, f"{svc}.service.{self.dc}.{self.domain}"))
         elif address and (target := try_encode(address)) is not None and len(target) > 1:
             cname = rr(QPTR, CNAME, ttl, target)
         target_name, target_ttl = self._srv_target(inst, address, ttl, facts)

@@ -109,9 +109,9 @@ async def test_addr_lookup_for_any_address(make_dns) -> None:
 async def test_ptr_for_registered_addresses(make_dns) -> None:
     server = await make_dns(web_view())
     msg = await ask(server, "1.0.0.10.in-addr.arpa", "PTR")
-    assert records(msg, "PTR") == ["node1.node.dc1.consul.", "web.service.consul."]
+    assert records(msg, "PTR") == ["node1.node.dc1.consul.", "web.service.dc1.consul."]
     v6 = await ask(server, "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa", "PTR")
-    assert "db.service.consul." in records(v6, "PTR")
+    assert "db.service.dc1.consul." in records(v6, "PTR")
 
 
 async def test_soa_ns_and_negative_answers_carry_the_soa(make_dns) -> None:

@@ -46,9 +46,9 @@ async def test_srv_names_without_the_service_label(make_dns) -> None:
         assert records(msg, "SRV") == full, name
         assert msg.answer[0].name.to_text() == name + "."
     assert records(await ask(server, "_web._v1.consul", "SRV"), "SRV") == ["1 1 8080 node1.node.dc1.consul."]
-    # only SRV, as in Consul: the name exists, other types get no data
-    nodata = await ask(server, "_web._tcp.consul", "A")
-    assert nodata.rcode() == dns.rcode.NOERROR and not nodata.answer
+    # only SRV, as in Consul: for any other type the name does not exist
+    other = await ask(server, "_web._tcp.consul", "A")
+    assert other.rcode() == dns.rcode.NXDOMAIN and not other.answer
     assert (await ask(server, "_nope._tcp.consul", "SRV")).rcode() == dns.rcode.NXDOMAIN
     assert (await ask(server, "_web._tcp.dc2.consul", "SRV")).rcode() == dns.rcode.NXDOMAIN
 
