@@ -89,9 +89,8 @@ class Recursor:
     async def _ask(self, host: str, port: int, query: bytes, tcp: bool) -> bytes | None:
         """One upstream's answer, or None on a timeout or socket error."""
         try:
-            if tcp:
-                return await asyncio.wait_for(self._tcp(host, port, query), self.timeout)
-            return await asyncio.wait_for(self._udp(host, port, query), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                return await (self._tcp(host, port, query) if tcp else self._udp(host, port, query))
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             log.debug("recursor %s:%d failed: %r", host, port, exc)
             return None

@@ -124,7 +124,8 @@ class Registrator:
         tried = 0
         while True:
             try:
-                await asyncio.wait_for(self.client.local_services(), 10)
+                async with asyncio.timeout(10):
+                    await self.client.local_services()
                 return
             except Exception as exc:  # noqa: BLE001 - reported below, retried as configured
                 tried += 1

@@ -193,7 +193,8 @@ class Reconciler:
 
     async def _call(self, make: Callable[[], Awaitable[Any]]) -> Any:
         try:
-            result = await asyncio.wait_for(make(), CALL_TIMEOUT)
+            async with asyncio.timeout(CALL_TIMEOUT):  # not wait_for: see waypost/catalog/watch.py
+                result = await make()
         except (BadRequest, ACLPermissionDenied):
             self.catalog_ok = True  # it answered
             raise
@@ -294,7 +295,8 @@ class Reconciler:
         failures = 0
         while True:
             try:
-                return await asyncio.wait_for(make(), CALL_TIMEOUT)
+                async with asyncio.timeout(CALL_TIMEOUT):
+                    return await make()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - retried until it works or we are cancelled

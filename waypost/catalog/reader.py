@@ -116,9 +116,9 @@ class CatalogReader(CatalogReads):
         await self.close()
 
     async def _connect(self) -> _Connection:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.config.host, self.config.port, ssl=self._ssl,
-                                    limit=READ_SIZE), CONNECT_TIMEOUT)
+        async with asyncio.timeout(CONNECT_TIMEOUT):  # not wait_for: see waypost/catalog/watch.py
+            reader, writer = await asyncio.open_connection(self.config.host, self.config.port, ssl=self._ssl,
+                                                           limit=READ_SIZE)
         return _Connection(reader, writer)
 
     async def _get(self, path: str, params: dict[str, Any]) -> tuple[int, Any]:

@@ -60,7 +60,10 @@ class Watch(Generic[T]):
 
     async def poll(self) -> bool:
         """One blocking read; returns True when the value changed. Raises on error."""
-        index, raw = await asyncio.wait_for(self._fetch(self.index, self.wait), self._timeout)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns a read that finished in the
+        # same instant as a cancel() and drops the cancellation (the watch would run on, unfollowed)
+        async with asyncio.timeout(self._timeout):
+            index, raw = await self._fetch(self.index, self.wait)
         self.reachable = True
         if index < self.index:
             log.info("watch %s: catalog index went back from %d to %d (catalog restarted); resetting",
@@ -82,6 +85,9 @@ class Watch(Generic[T]):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # network errors, timeouts, 5xx: keep the last value
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # a read that failed *because* of cancel()
+                    raise asyncio.CancelledError from exc
                 self.index = 0  # the catalog may come back with a lower index
                 self.errors += 1
                 if self.reachable or self.errors == 1:

@@ -93,7 +93,8 @@ async def probe_tcp(definition: dict[str, Any]) -> tuple[str, str]:
     except ValueError as exc:
         return CRITICAL, f"dial tcp {exc}"
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port)
     except TimeoutError:
         return CRITICAL, f"dial tcp {target}: i/o timeout"
     except socket.gaierror as exc:

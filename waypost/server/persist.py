@@ -87,7 +87,8 @@ class Persister:
             if remaining <= 0:
                 return False
             try:
-                await asyncio.wait_for(self._durable_changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._durable_changed.wait()
             except TimeoutError:
                 return False
         return True
