@@ -1,7 +1,8 @@
 """The `waypost.connect` label: which services a container dials, and under which names.
 
-``waypost.connect=redis,api:8080,db:5432@pg`` means: the app dials ``redis`` (on the service's
-registered port), ``api`` on 8080, and ``db`` on 5432 which is the catalog service ``pg``.
+``waypost.connect=redis,api:8080,db:5432@pg`` means: the app dials ``redis`` (on the port the
+service listens on in its container, e.g. 6379 for ``-p 32768:6379``; the registered port for
+services registered by something else than Waypost), ``api`` on 8080, and ``db`` on 5432 which is the catalog service ``pg``.
 A route may also carry a tag: ``web#v2`` (only instances tagged v2).
 """
 

@@ -76,12 +76,13 @@ class ServiceFeed:
             self._changed.pop(key, None)
 
     async def first_port(self, service: str, tag: str | None) -> int:
-        """The registered port of the service's first instance, waiting for one to appear."""
+        """The port the app dials, from the service's first instance (waiting for one to appear):
+        its container's own port when the registrator recorded it, else its registered port."""
         key = (service, tag)
         while True:
             for inst in self._latest.get(key) or ():
-                if inst.port:
-                    return inst.port
+                if inst.dial_port:
+                    return inst.dial_port
             event = self._changed.setdefault(key, asyncio.Event())
             event.clear()
             await event.wait()
@@ -383,7 +384,7 @@ class Injector:
                  ", ".join(f"{s.name}→{s.service}@{att.addresses[s.name]}" for s in specs) or "no routes")
 
     async def _open_when_port_known(self, att: Attachment, spec: ConnectSpec) -> None:
-        """Open the route once the service's registered port is known (keeping its watch alive)."""
+        """Open the route once the service's port is known (keeping its watch alive)."""
         placeholder: Subscriber = lambda _instances: None  # noqa: E731
         self.feed.subscribe(spec.service, spec.tag, placeholder)
         try:

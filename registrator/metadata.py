@@ -30,6 +30,10 @@ Rules (compatible with gliderlabs/registrator, with the differences noted):
   critical when starting, unhealthy or paused. The registrator flips it on ``health_status`` and
   pause/unpause events.
 - Ownership (Waypost's addition): Meta ``waypost-node=<node>`` and ``waypost-container=<id>``.
+- The container's own port (Waypost's addition): Meta ``waypost-container-port=<port>``, the port the
+  service listens on inside its container (``6379`` for ``-p 32768:6379``). The registered port is the
+  published one (or this one with ``--internal``); an injected ambassador for a ``waypost.connect``
+  entry without a port listens on this one, the port the app dials.
 
 Bad values never stop a registration: each produces one warning naming the container and the
 variable, and the default is used. Container-provided strings are data, never commands, and are
@@ -48,12 +52,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from waypost.catalog.model import CRITICAL, PASSING, CheckDef, ServiceDef
+from waypost.catalog.model import CONTAINER_PORT_META, CRITICAL, PASSING, CheckDef, ServiceDef
 
 from .options import RegistratorOptions
 
 MARKER_NODE = "waypost-node"
 MARKER_CONTAINER = "waypost-container"
+MARKER_CONTAINER_PORT = CONTAINER_PORT_META
+MARKERS = 3  # Meta pairs Waypost adds to every registration
 DOCKER_CHECK_TTL = "8760h"  # refreshed by the registrator long before it could expire
 DEFAULT_INTERVAL = "10s"
 DEFAULT_TTL = "30s"
@@ -529,12 +535,12 @@ def _meta(meta: dict[str, _Value], warn: list[str], who: str) -> dict[str, str]:
         if len(value.value) > 512:
             warn.append(f"{who}: {value.source}: value longer than 512 characters; skipped")
             continue
-        if len(result) >= MAX_META - 2:
+        if len(result) >= MAX_META - MARKERS:
             over.append(value.source)
             continue
         result[key] = value.value
     if over:
-        warn.append(f"{who}: more than {MAX_META - 2} SERVICE_ Meta keys (Consul allows {MAX_META} pairs); "
+        warn.append(f"{who}: more than {MAX_META - MARKERS} SERVICE_ Meta keys (Consul allows {MAX_META} pairs); "
                     f"{len(over)} skipped: {', '.join(over[:5])}{', …' if len(over) > 5 else ''}")
     return result
 
@@ -638,6 +644,7 @@ def describe(
         service_meta = _meta(meta, warn, who)
         service_meta[MARKER_NODE] = options.node
         service_meta[MARKER_CONTAINER] = cid
+        service_meta[MARKER_CONTAINER_PORT] = str(port.number)
         services.append(
             ServiceDef(
                 id=sid,

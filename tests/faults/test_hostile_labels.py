@@ -229,7 +229,7 @@ def test_thousands_of_service_keys_give_capped_warnings_and_valid_meta() -> None
     assert time.monotonic() - started < 5
     svc = only(result)
     assert svc.name == "crowded"
-    assert len(svc.meta_dict) == 64  # 62 from labels + the two ownership markers
+    assert len(svc.meta_dict) == 64  # 61 from labels + Waypost's three markers
     assert len(result.warnings) == MAX_WARNINGS
     assert warned(result, "more metadata warnings")
 
@@ -380,7 +380,7 @@ async def test_docker_hostile_containers_next_to_a_good_one(catalog_server, cata
             assert problems(service) == [], service
         messages = [r.getMessage() for r in caplog.records]
         assert any(evil_labels.name in m and "SERVICE_ID" in m for m in messages)
-        assert any(evil_env.name in m and "1438 skipped" in m for m in messages)
+        assert any(evil_env.name in m and "1439 skipped" in m for m in messages)
         assert all(m.isprintable() and len(m) < 1000 for m in messages)
         assert registrator.status()["errors"] == 0
         # the hostile containers go away: only their own registrations are removed

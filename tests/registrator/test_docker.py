@@ -24,7 +24,7 @@ from waypost.catalog.model import ServiceDef
 from waypost.config import CatalogConfig
 from waypost.registrator import cli
 from waypost.registrator.hostinfo import routable_ip
-from waypost.registrator.metadata import MARKER_CONTAINER, MARKER_NODE, docker_check_id
+from waypost.registrator.metadata import MARKER_CONTAINER, MARKER_CONTAINER_PORT, MARKER_NODE, docker_check_id
 from waypost.server.app import CatalogServer
 
 pytestmark = pytest.mark.docker
@@ -76,7 +76,8 @@ async def test_naming_labels_env_tags_meta(catalog_client, start_registrator, bu
     assert svc.name == "from-label"
     assert svc.tags == ("a", "b,c", "fleet")
     assert svc.port == host_port(c, "80/tcp")
-    assert svc.meta_dict == {"region": "eu", "team": "label-team", MARKER_NODE: NODE, MARKER_CONTAINER: c.id}
+    assert svc.meta_dict == {"region": "eu", "team": "label-team", MARKER_NODE: NODE, MARKER_CONTAINER: c.id,
+                             MARKER_CONTAINER_PORT: "80"}
     # 0.0.0.0 binding → this host's routable address, never loopback
     assert svc.address == await routable_ip() == registrator.default_ip
     assert not ipaddress.ip_address(svc.address).is_loopback

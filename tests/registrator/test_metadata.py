@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from waypost.catalog.model import CRITICAL, PASSING
 from waypost.registrator.metadata import (
     MARKER_CONTAINER,
+    MARKER_CONTAINER_PORT,
     MARKER_NODE,
     TemplateError,
     bracket,
@@ -72,7 +73,8 @@ def test_defaults_single_published_port() -> None:
     assert (svc.address, svc.port) == (HOST, 32768)
     assert svc.tags == ()
     assert svc.checks == ()
-    assert svc.meta_dict == {MARKER_NODE: "node1", MARKER_CONTAINER: CID}
+    # the container's own port rides along: an injected ambassador listens on it (the app dials 80, not 32768)
+    assert svc.meta_dict == {MARKER_NODE: "node1", MARKER_CONTAINER: CID, MARKER_CONTAINER_PORT: "80"}
 
 
 def test_image_id_falls_back_to_container_name() -> None:
@@ -362,7 +364,8 @@ def test_meta_lower_cased_and_reserved_keys_excluded() -> None:
            "SERVICE_CHECK_INTERVAL": "5s", "SERVICE_NAME": "n", "SERVICE_ID": "i", "SERVICE_TAGS": "t",
            "SERVICE_IGNORE": "0", "SERVICE_CHECK_WHATEVER": "x"}
     svc = one(container(env=env, published=PUBLISHED_80))
-    assert svc.meta_dict == {"region": "us2", "team_name": "core", MARKER_NODE: "node1", MARKER_CONTAINER: CID}
+    assert svc.meta_dict == {"region": "us2", "team_name": "core", MARKER_NODE: "node1", MARKER_CONTAINER: CID,
+                             MARKER_CONTAINER_PORT: "80"}
 
 
 @pytest.mark.parametrize("key", ["SERVICE_A.B", "SERVICE_CONSUL-X", "SERVICE_WAYPOST-NODE", "SERVICE_" + "K" * 129])
@@ -371,7 +374,7 @@ def test_invalid_meta_keys_skipped_with_warning(key: str) -> None:
     meta = result.services[0].meta_dict
     assert meta["ok"] == "1"
     assert meta[MARKER_NODE] == "node1"
-    assert len(meta) == 3
+    assert len(meta) == 4  # ok + Waypost's three markers
     assert any(key in w and "web.1" in w for w in result.warnings)
 
 

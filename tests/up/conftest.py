@@ -40,13 +40,16 @@ class UpProcess:
             return fh.read()
 
 
-def start_up(tmp_path, *extra: str) -> UpProcess:
+def start_up(tmp_path, *extra: str, internal: bool = True) -> UpProcess:
+    """`waypost up` on free ports (with `--internal` unless told otherwise: container addresses
+    need no published ports), returned once it printed its start-up summary."""
     http_port, dns_port = free_port(), free_port()
     log_path = str(tmp_path / f"up-{http_port}.log")
     out = open(log_path, "w")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
         [sys.executable, "-m", "waypost", "up", "--http", f"127.0.0.1:{http_port}", "--dns",
-         f"127.0.0.1:{dns_port}", "--node", "uptest", "--internal", "--inject-label", CONNECT_LABEL, *extra],
+         f"127.0.0.1:{dns_port}", "--node", "uptest", *(["--internal"] if internal else []), "--inject-label", CONNECT_LABEL,
+         *extra],
         stdout=out, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     up = UpProcess(proc, f"http://127.0.0.1:{http_port}", dns_port, log_path)
     deadline = time.monotonic() + 30

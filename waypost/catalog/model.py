@@ -15,6 +15,9 @@ CRITICAL = "critical"
 MAINTENANCE = "maintenance"
 STATUS_ORDER = {PASSING: 0, WARNING: 1, CRITICAL: 2, MAINTENANCE: 3}
 DEFAULT_WEIGHTS = (1, 1)  # Consul's Service.Weights when a registration has none: Passing 1, Warning 1
+# Meta Waypost's registrator adds: the port the service listens on inside its container (the
+# registered port is the published one unless --internal)
+CONTAINER_PORT_META = "waypost-container-port"
 
 
 def worst_status(statuses: list[str]) -> str:
@@ -45,6 +48,17 @@ class Instance:
     def endpoint(self) -> tuple[str, int]:
         """The (host, port) a client connects to."""
         return (self.address or self.node_address, self.port)
+
+    @property
+    def dial_port(self) -> int:
+        """The port an app dials for this service when it names none: the container's own port
+        (``waypost-container-port`` Meta, so ``-p 32768:6379`` gives 6379), else the registered port."""
+        for key, value in self.meta:
+            if key == CONTAINER_PORT_META:
+                if value.isascii() and value.isdigit() and 0 < int(value) <= 65535:
+                    return int(value)
+                break
+        return self.port
 
     @property
     def weight(self) -> int:
