@@ -75,14 +75,18 @@ class ServiceFeed:
             self._latest.pop(key, None)
             self._changed.pop(key, None)
 
-    async def first_port(self, service: str, tag: str | None) -> int:
+    async def first_port(self, service: str, tag: str | None, waiting: Callable[[], None] | None = None) -> int:
         """The port the app dials, from the service's first instance (waiting for one to appear):
-        its container's own port when the registrator recorded it, else its registered port."""
+        its container's own port when the registrator recorded it, else its registered port.
+        `waiting` runs once if the catalog answered and the service has no instance yet."""
         key = (service, tag)
         while True:
             for inst in self._latest.get(key) or ():
                 if inst.dial_port:
                     return inst.dial_port
+            if waiting is not None and key in self._latest:
+                waiting()
+                waiting = None
             event = self._changed.setdefault(key, asyncio.Event())
             event.clear()
             await event.wait()
@@ -388,7 +392,12 @@ class Injector:
         placeholder: Subscriber = lambda _instances: None  # noqa: E731
         self.feed.subscribe(spec.service, spec.tag, placeholder)
         try:
-            port = await self.feed.first_port(spec.service, spec.tag)
+            def waiting() -> None:
+                log.info("container %s: %s listens once service %s has a passing instance (its port comes from "
+                         "the catalog; name it in the label, %s:PORT, to listen at once)", att.name, spec.name,
+                         spec.service, spec.name)
+
+            port = await self.feed.first_port(spec.service, spec.tag, waiting)
             if self.attached.get(att.container_id) is att:
                 await self._open_route(att, spec, port)
         finally:

@@ -364,6 +364,18 @@ def _ports(
     return sorted(result, key=lambda p: (p.number, p.proto)), known
 
 
+def _ignored(raw: dict[str, _Value]) -> bool:
+    """Whether the container-wide SERVICE_IGNORE is set."""
+    ignore = _for_port(raw, 0)[0].get("ignore")
+    return ignore is not None and ignore.value.strip().lower() not in FALSE_WORDS
+
+
+def _publishing_mode(container: Mapping[str, Any], options: RegistratorOptions) -> bool:
+    """Whether only published ports are registered for this container (no --internal, its own network)."""
+    mode = str((container.get("HostConfig") or {}).get("NetworkMode") or "default")
+    return not options.internal and mode != "host" and not mode.startswith("container:")
+
+
 # ---- checks -------------------------------------------------------------------------------------
 
 
@@ -572,6 +584,11 @@ def describe(
     config = container.get("Config") or {}
     raw = _collect(config)
     ports, known = _ports(container, options, host_ip, peer, warn, who)
+    if not ports and known and raw and not _ignored(raw) and _publishing_mode(container, options):
+        shown = ", ".join(str(n) for n in sorted(known))
+        warn.append(f"{who}: has SERVICE_ settings but publishes none of its ports ({shown}), so nothing is "
+                    f"registered: publish them (docker run -p {min(known)}) or run the registrator with "
+                    "--internal to register the container's own address")
 
     for key, value in raw.items():
         key_port, _ = _split_key(key)

@@ -577,3 +577,25 @@ def test_any_metadata_never_crashes_and_always_registers(labels: dict[str, str],
 def test_split_escaped_roundtrip(tags: list[str]) -> None:
     clean = [t.strip() for t in tags if t.strip() and "\\" not in t]
     assert split_escaped(",".join(t.replace(",", "\\,") for t in clean)) == clean
+
+
+# ---- a container that wants registering but publishes nothing --------------------------------
+
+
+def test_service_settings_without_a_published_port_say_how_to_fix_it() -> None:
+    result = describe(container(env={"SERVICE_NAME": "redis"}, exposed=["6379/tcp"]), opts(), HOST)
+    assert result.services == ()
+    (warning,) = result.warnings
+    assert "web.1" in warning and "6379" in warning and "-p 6379" in warning and "--internal" in warning
+
+
+@pytest.mark.parametrize("case", ["no SERVICE_ settings", "SERVICE_IGNORE", "--internal", "published"])
+def test_no_publish_warning_when_nothing_was_asked_or_something_is_registered(case: str) -> None:
+    env = {} if case == "no SERVICE_ settings" else {"SERVICE_NAME": "redis"}
+    if case == "SERVICE_IGNORE":
+        env["SERVICE_IGNORE"] = "1"
+    published = {"6379/tcp": [("0.0.0.0", "32768")]} if case == "published" else None
+    result = describe(container(env=env, exposed=["6379/tcp"], published=published),
+                      opts(internal=case == "--internal"), HOST)
+    assert result.warnings == ()
+    assert len(result.services) == (1 if case in ("--internal", "published") else 0)
