@@ -1,506 +1,49 @@
-"""Prebuilt wire-format answers, rebuilt when the catalog view changes (never on the query path).
+"""The answer table: every name DNS serves with its prebuilt answers, rebuilt when the catalog
+view changes (never on the query path).
 
 Every name DNS serves maps (lower-cased, in wire form) to a dict from the query's 4 type+class
-bytes to a :class:`Prebuilt` (or :class:`Ring`). A prebuilt answer is everything after the question, plus the header
-flags and counts, for several shuffled orderings of its records. Answer owners are compression
-pointers to the question at offset 12, so a response is simply::
-
-    query ID + head (flags with RD copied, counts) + the question bytes as asked + body [+ OPT]
-
-which keeps the question's case (0x20 randomisation) without re-encoding anything.
-Record data is encoded here with ``struct`` rather than dnslib: dnslib compresses names inside
-rdata against its own buffer, which is only correct for a whole message it packs itself (dnslib
-only parses the upstream answers that complete a CNAME, :func:`followed_records`).
-
-Shuffling (Consul shuffles every answer): a record set of up to 4 records has every ordering
-prebuilt (4! = 24), so picking one at random per query *is* a fresh shuffle. A larger set keeps a
-pool of random orderings that turns over as it is used (one is replaced by a fresh shuffle every
-few queries), and its A/AAAA answers are a :class:`Ring`: a window of consecutive records, at a
-random start, in a random pooled ordering, which is one bytes slice since those records all have
-the same size. Every answer is then a uniformly random ordering (under ``--a-record-limit`` or a
-size cut, a uniformly random subset), and an A/AAAA answer's first record is drawn afresh for each
-query, so every instance is the first address about equally often even over a few hundred queries.
+bytes to a :class:`Prebuilt` (or :class:`Ring`), see :mod:`waypost.dns.pools`.
 """
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import itertools
 import logging
-import random
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-from dnslib import DNSRecord
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from waypost.catalog import Instance
-from waypost.dns.config import LABEL_RE, DnsConfig
+from waypost.dns.config import DnsConfig
+from waypost.dns.pools import Answers, Prebuilt, Ring, RingAnswers, addresses, fixed, prebuild, shuffled
+from waypost.dns.wire import (
+    AAAA,
+    ANY,
+    CNAME,
+    NOERROR,
+    NS,
+    NXDOMAIN,
+    PTR,
+    QPTR,
+    SOA,
+    SRV,
+    A,
+    Sections,
+    addr_rr,
+    encode_name,
+    hex_addr,
+    ip_version,
+    reverse_name,
+    rr,
+    tc_key,
+    try_encode,
+    valid_label,
+)
 
 log = logging.getLogger("waypost.dns.answers")
-
-A, NS, CNAME, SOA, PTR, TXT, AAAA, SRV, OPT, ANY = 1, 2, 5, 6, 12, 16, 28, 33, 41, 255
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
-CLASS_IN = b"\x00\x01"
-UDP_PAYLOAD = 1232  # what we advertise in our OPT record (DNS flag day 2020 size)
-PLAIN_LIMIT = 512
-TCP_LIMIT = 0xFFFF  # a DNS message over TCP has a 16-bit length prefix (RFC 1035 4.2.2)
-UDP_MAX = 65507  # the largest UDP payload over IPv4
-OVERSIZE = TCP_LIMIT + 1  # ``need`` of answers too big for one datagram: never sent whole by the fast path
-OPT_RR = b"\x00" + struct.pack("!HHBBHH", OPT, UDP_PAYLOAD, 0, 0, 0, 0)
-OPT_RR_DO = b"\x00" + struct.pack("!HHBBHH", OPT, UDP_PAYLOAD, 0, 0, 0x8000, 0)
-QPTR = b"\xc0\x0c"  # the question's name, always at offset 12
-ALL_ORDERINGS_UP_TO = 4  # record sets this small get every ordering prebuilt (at most 24)
-POOL_MAX = 32  # orderings a pool grows to as it is used
-POOL_BYTES = 1 << 20  # ... or fewer, so that one pool holds about this many bytes at most
-REFRESH_EVERY = 16  # queries between two fresh shuffles of a pool (more for big record sets)
-
-Sections = tuple[tuple[bytes, ...], tuple[bytes, ...], tuple[bytes, ...]]  # answer, authority, additional
-Full = tuple[bytes, bytes, bytes, bytes, bytes]
-Cut = tuple[bytes, bytes, bytes]
-_random = random.random
-
-
-def tc_key(qtype: int) -> bytes:
-    """The 4 bytes after a question's name: type, class IN."""
-    return struct.pack("!H", qtype) + CLASS_IN
-
-
-def encode_name(name: str) -> bytes:
-    """A lower-case domain name in uncompressed wire form (``a.b`` → ``\\x01a\\x01b\\x00``)."""
-    out = bytearray()
-    for label in name.strip(".").lower().split("."):
-        if label:
-            raw = label.encode("ascii")
-            if len(raw) > 63:
-                raise ValueError(f"label {label!r} is longer than 63 bytes")
-            out.append(len(raw))
-            out += raw
-    out.append(0)
-    if len(out) > 255:
-        raise ValueError(f"name {name!r} is longer than 255 bytes")
-    return bytes(out)
-
-
-def try_encode(name: str) -> bytes | None:
-    """:func:`encode_name`, or None for a name DNS can't carry (too long, not ASCII)."""
-    try:
-        return encode_name(name)
-    except ValueError:  # UnicodeError is a ValueError too
-        return None
-
-
-def rr(owner: bytes, rtype: int, ttl: int, rdata: bytes) -> bytes:
-    """One resource record in wire form (class IN)."""
-    return owner + struct.pack("!HHIH", rtype, 1, ttl, len(rdata)) + rdata
-
-
-def addr_rr(owner: bytes, address: str, ttl: int) -> bytes | None:
-    """An A or AAAA record for an IP address (None for anything else)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return None
-    return rr(owner, A if ip.version == 4 else AAAA, ttl, ip.packed)
-
-
-def ip_version(address: str) -> int:
-    try:
-        return ipaddress.ip_address(address).version
-    except ValueError:
-        return 0
-
-
-def hex_addr(address: str) -> str | None:
-    """Consul's ``<hex>.addr`` label for an IP: 8 hex digits for IPv4, 32 for IPv6."""
-    try:
-        return ipaddress.ip_address(address).packed.hex()
-    except ValueError:
-        return None
-
-
-def reverse_name(address: str) -> str | None:
-    try:
-        return ipaddress.ip_address(address).reverse_pointer
-    except ValueError:
-        return None
-
-
-def valid_label(label: str) -> bool:
-    return bool(LABEL_RE.match(label))
-
-
-@functools.lru_cache(maxsize=4096)
-def _head(flags: int, rcode: int, rd: int, counts: tuple[int, int, int], tc: bool = False) -> bytes:
-    b2 = 0x80 | (flags & 0x04) | (0x02 if tc else 0) | rd
-    b3 = (flags & 0x80) | rcode
-    return bytes((b2, b3)) + struct.pack("!HHHH", 1, *counts)
-
-
-def _leading(records: Sequence[bytes], room: int) -> tuple[bytes, ...]:
-    """The leading records that fit in ``room`` bytes."""
-    used = 0
-    for i, record in enumerate(records):
-        used += len(record)
-        if used > room:
-            return tuple(records[:i])
-    return tuple(records)
-
-
-def _cut(sections: Sections, flags: int, rcode: int, qlen: int, limit: int, opt: bytes,
-         tc: bool = True) -> Cut:
-    """(head RD=0, head RD=1, body + opt) cut to ``limit`` bytes. Additional records go first (no TC:
-    RFC 2181 9), then answers; TC is set (when ``tc``) only when an answer record was left out."""
-    an, ns, ar = sections
-    room = limit - 12 - qlen - len(opt)
-    extra = 1 if opt else 0
-    used = sum(map(len, an)) + sum(map(len, ns))
-    if used <= room:
-        kept_ar = _leading(ar, room - used)
-        counts, body, trimmed = (len(an), len(ns), len(kept_ar) + extra), b"".join((*an, *ns, *kept_ar)), False
-    else:
-        kept = _leading(an, room)
-        counts, body, trimmed = (len(kept), 0, extra), b"".join(kept), True
-    flag = tc and trimmed
-    return (_head(flags, rcode, 0, counts, flag), _head(flags, rcode, 1, counts, flag), body + opt)
-
-
-def random_order(items: Sequence) -> list:
-    """``items`` in a uniformly random order (sorting by random keys: twice as fast as random.sample)."""
-    return sorted(items, key=_random_key)
-
-
-def _random_key(_: object) -> float:
-    return _random()
-
-
-def _turn_over(pool: Any, held: int, size: int) -> None:
-    """Add one fresh shuffle to `pool` (holding `held` orderings of `size` bytes), or once it holds
-    as many as :func:`_pool_cap` allows, replace its oldest one."""
-    cap = _pool_cap(size)
-    if held < cap:
-        pool.add(pool.fresh())
-    else:
-        pool.slot %= cap
-        pool.add(pool.fresh(), at=pool.slot)
-        pool.slot += 1
-
-
-def _pool_cap(answer_bytes: int) -> int:
-    """How many orderings a pool of answers of this size grows to."""
-    return min(POOL_MAX, max(2, POOL_BYTES // max(1, answer_bytes)))
-
-
-def _refresh_every(records: int) -> int:
-    """Queries between two fresh shuffles of ``records`` records: a shuffle costs up to ~0.5 µs a
-    record, so this keeps its share of each query's time under ~2 µs."""
-    return max(REFRESH_EVERY, records // 4)
-
-
-def _full(sections: Sections, flags: int, rcode: int) -> Full:
-    """(head RD=0, head RD=1, EDNS head RD=0, EDNS head RD=1, body) of the whole answer."""
-    an, ns, ar = sections
-    counts = (len(an), len(ns), len(ar))
-    ecounts = (len(an), len(ns), len(ar) + 1)
-    return (_head(flags, rcode, 0, counts), _head(flags, rcode, 1, counts),
-            _head(flags, rcode, 0, ecounts), _head(flags, rcode, 1, ecounts), b"".join((*an, *ns, *ar)))
-
-
-@dataclass(slots=True, eq=False)
-class Answers:
-    """The record sections of one (name, type) answer in one or more orderings.
-
-    ``fresh`` makes another random ordering when there are too many to prebuild them all; the
-    prebuilt answers then keep a pool that turns over as it is used.
-    """
-
-    orderings: list[Sections]
-    fresh: Callable[[], Sections] | None = None
-    chase: bool = False  # CNAMEs to external names: resolve their targets when recursion is available
-    _built: dict[int, list[Full]] = field(default_factory=dict)
-
-    def prebuild(self, qname_len: int, ra: bool) -> Prebuilt:
-        """A :class:`Prebuilt` (NOERROR, authoritative) for a question name of ``qname_len`` wire bytes."""
-        return prebuild(qname_len, self, ra=ra, kind=Chase if self.chase and ra else Prebuilt)
-
-    def built(self, flags: int, rcode: int) -> list[Full]:
-        """Each ordering's :func:`_full` (shared by every name answering with these records)."""
-        key = flags << 8 | rcode
-        out = self._built.get(key)
-        if out is None:
-            out = self._built[key] = [_full(s, flags, rcode) for s in self.orderings]
-        return out
-
-
-def fixed(an: Iterable[bytes], ns: Iterable[bytes] = (), ar: Iterable[bytes] = ()) -> Answers:
-    """Answers with a single ordering."""
-    return Answers([(tuple(an), tuple(ns), tuple(ar))])
-
-
-@dataclass(slots=True, eq=False)
-class Prebuilt:
-    """One (name, type) answer in several orderings, picked at random per query.
-
-    ``plain[i]`` = (head with RD=0, head with RD=1, body) already cut to 512 bytes for clients
-    without EDNS; ``full[i]`` = (head RD=0, head RD=1, EDNS head RD=0, EDNS head RD=1, body) for
-    TCP and EDNS. ``need`` is the largest EDNS response size, to compare with the client's buffer
-    (:data:`OVERSIZE` when the answer can't go whole in one datagram or TCP message).
-    ``sections[i]`` keeps record boundaries for cutting to other sizes. With ``fresh`` set the
-    orderings are a pool: :meth:`refresh` adds or replaces one every ``every`` picks.
-    """
-
-    custom: ClassVar[bool] = False  # True: the fast path answers through respond() instead
-    chase: ClassVar[bool] = False  # True: a CNAME whose target the server resolves upstream
-    rcode: int
-    flags: int
-    qlen: int
-    plain: list[Cut]
-    full: list[Full]
-    sections: list[Sections]
-    need: int = 0
-    fresh: Callable[[], Sections] | None = None
-    every: int = REFRESH_EVERY
-    left: int = REFRESH_EVERY
-    slot: int = 0
-
-    def add(self, sections: Sections, full: Full | None = None, at: int | None = None) -> None:
-        """Add one ordering (or replace the one at ``at``)."""
-        if full is None:
-            full = _full(sections, self.flags, self.rcode)
-        size = 12 + self.qlen + len(full[4])
-        if size <= PLAIN_LIMIT:
-            plain = (full[0], full[1], full[4])
-        else:
-            plain = _cut(sections, self.flags, self.rcode, self.qlen, PLAIN_LIMIT, b"")
-        need = size + len(OPT_RR)
-        self.need = max(self.need, need if need <= UDP_MAX else OVERSIZE)
-        if at is None:
-            self.plain.append(plain)
-            self.full.append(full)
-            self.sections.append(sections)
-        else:
-            self.plain[at], self.full[at], self.sections[at] = plain, full, sections
-
-    def pick(self) -> int:
-        """A random ordering's index (the fast path inlines the same steps)."""
-        n = len(self.full)
-        if n == 1:
-            return 0
-        i = int(_random() * n)
-        if self.fresh is not None:
-            self.left -= 1
-            if self.left <= 0:
-                self.refresh()
-        return i
-
-    def refresh(self) -> None:
-        """Grow the pool by one fresh shuffle, or replace its oldest ordering once it is full."""
-        self.left = self.every
-        if self.fresh is not None:
-            _turn_over(self, len(self.full), len(self.full[0][4]))
-
-    def truncated(self, i: int, qlen: int, limit: int, opt: bytes, tc: bool = True) -> Cut:
-        """(head RD=0, head RD=1, body) of ordering ``i`` cut to fit ``limit`` bytes."""
-        return _cut(self.sections[i], self.flags, self.rcode, qlen, limit, opt, tc)
-
-    # the interface the slow path shares with Ring: a choice from pick(), then its answer
-    def full_at(self, i: int) -> Full:
-        return self.full[i]
-
-    def plain_at(self, i: int) -> Cut:
-        return self.plain[i]
-
-    def cut_at(self, i: int, qlen: int, limit: int, opt: bytes, tc: bool = True) -> Cut:
-        return self.truncated(i, qlen, limit, opt, tc)
-
-    def answer_count(self, i: int) -> int:
-        """Answer records of choice ``i`` before any cut."""
-        return len(self.sections[i][0])
-
-    def extended(self, i: int, more: Sequence[bytes], qlen: int, limit: int, opt: bytes, tc: bool = True) -> Cut:
-        """Choice ``i`` with ``more`` answer records after its own, cut to fit ``limit`` bytes."""
-        an, ns, ar = self.sections[i]
-        return _cut((an + tuple(more), ns, ar), self.flags, self.rcode, qlen, limit, opt, tc)
-
-
-@dataclass(slots=True, eq=False)
-class Chase(Prebuilt):
-    """A CNAME answer (a service registered with a host name) to complete with the target's
-    addresses from the recursors, as Consul does: the fast path leaves it to the slow path."""
-
-    custom: ClassVar[bool] = True
-    chase: ClassVar[bool] = True
-
-    def respond(self, qid: bytes, question: bytes, rd: int, opt: bytes | None, tcp: bool) -> None:
-        return None
-
-    def target(self, i: int) -> bytes:
-        """The wire name choice ``i``'s CNAME points at."""
-        return self.sections[i][0][0][12:]
-
-    def ttl(self, i: int) -> int:
-        """The TTL of choice ``i``'s CNAME record."""
-        return int.from_bytes(self.sections[i][0][0][6:10], "big")
-
-
-@dataclass(slots=True, eq=False)
-class Ring:
-    """An answer of more same-size records (A or AAAA) than :data:`ALL_ORDERINGS_UP_TO`.
-
-    Each answer is the ``span`` bytes (``plain_span`` for a 512-byte answer) starting at a random
-    record of a random ordering in ``rings``: each ring is an ordering followed by its first records
-    again, so any window is one slice. The orderings are a pool turned over as :class:`Prebuilt`'s.
-    """
-
-    custom: ClassVar[bool] = True
-    chase: ClassVar[bool] = False
-    rcode: int
-    flags: int
-    qlen: int
-    size: int  # bytes per record
-    count: int  # records per ordering
-    take: int  # records per whole answer
-    span: int
-    plain_span: int
-    heads: tuple[bytes, bytes, bytes, bytes]  # RD=0, RD=1, EDNS RD=0, EDNS RD=1 for ``take`` records
-    plain_heads: tuple[bytes, bytes]
-    need: int
-    fresh: Callable[[], bytes]
-    rings: list[bytes] = field(default_factory=list)
-    every: int = REFRESH_EVERY
-    left: int = REFRESH_EVERY
-    slot: int = 0
-
-    def add(self, ordering: bytes, at: int | None = None) -> None:
-        """Add one ordering (joined records), or replace the one at ``at``."""
-        ring = ordering + ordering[:self.span - self.size]
-        if at is None:
-            self.rings.append(ring)
-        else:
-            self.rings[at] = ring
-
-    def pick(self) -> tuple[bytes, int]:
-        """A random ordering and a random record in it to start from (turning the pool over)."""
-        rings = self.rings
-        ring = rings[int(_random() * len(rings))]
-        start = int(_random() * self.count) * self.size
-        self.left -= 1
-        if self.left <= 0:
-            self.refresh()
-        return ring, start
-
-    def refresh(self) -> None:
-        """Grow the pool by one fresh shuffle, or replace its oldest ordering once it is full."""
-        self.left = self.every
-        _turn_over(self, len(self.rings), len(self.rings[0]))
-
-    def respond(self, qid: bytes, question: bytes, rd: int, opt: bytes | None, tcp: bool) -> bytes:
-        """The fast path's response: whole for TCP and EDNS (``opt``), else cut to 512 bytes."""
-        rings = self.rings  # pick(), inlined: this is the query path
-        ring = rings[int(_random() * len(rings))]
-        start = int(_random() * self.count) * self.size
-        self.left -= 1
-        if self.left <= 0:
-            self.refresh()
-        if opt is not None:
-            return b"".join((qid, self.heads[2 + rd], question, ring[start:start + self.span], opt))
-        if tcp:
-            return b"".join((qid, self.heads[rd], question, ring[start:start + self.span]))
-        return b"".join((qid, self.plain_heads[rd], question, ring[start:start + self.plain_span]))
-
-    def full_at(self, choice: tuple[bytes, int]) -> Full:
-        ring, start = choice
-        return (*self.heads, ring[start:start + self.span])  # type: ignore[return-value]
-
-    def plain_at(self, choice: tuple[bytes, int]) -> Cut:
-        ring, start = choice
-        return (*self.plain_heads, ring[start:start + self.plain_span])  # type: ignore[return-value]
-
-    def cut_at(self, choice: tuple[bytes, int], qlen: int, limit: int, opt: bytes, tc: bool = True) -> Cut:
-        """The leading records of this choice's window that fit ``limit`` bytes (TC when cut, if ``tc``)."""
-        ring, start = choice
-        fit = min(self.take, max(0, (limit - 12 - qlen - len(opt)) // self.size))
-        counts = (fit, 0, 1 if opt else 0)
-        flag = tc and fit < self.take
-        body = ring[start:start + fit * self.size]
-        return (_head(self.flags, self.rcode, 0, counts, flag), _head(self.flags, self.rcode, 1, counts, flag),
-                body + opt)
-
-    def answer_count(self, choice: tuple[bytes, int]) -> int:
-        return self.take
-
-
-@dataclass(slots=True, eq=False)
-class RingAnswers:
-    """The records of a :class:`Ring` answer: ``records`` (all the same size), at most ``take`` per answer."""
-
-    records: list[bytes]
-    take: int
-    pool: int
-    _orderings: list[bytes] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._orderings = [self.fresh() for _ in range(max(2, self.pool))]
-
-    def fresh(self) -> bytes:
-        """The records joined in a new random order."""
-        return b"".join(random_order(self.records))
-
-    def prebuild(self, qname_len: int, ra: bool) -> Ring:
-        """A :class:`Ring` for a question name of ``qname_len`` wire bytes."""
-        flags = 0x04 | (0x80 if ra else 0)
-        qlen = qname_len + 4
-        size = len(self.records[0])
-        plain_take = min(self.take, (PLAIN_LIMIT - 12 - qlen) // size)
-        counts, ecounts, pcounts = (self.take, 0, 0), (self.take, 0, 1), (plain_take, 0, 0)
-        tc = plain_take < self.take
-        need = 12 + qlen + self.take * size + len(OPT_RR)
-        ring = Ring(NOERROR, flags, qlen, size, len(self.records), self.take, self.take * size, plain_take * size,
-                    (_head(flags, NOERROR, 0, counts), _head(flags, NOERROR, 1, counts),
-                     _head(flags, NOERROR, 0, ecounts), _head(flags, NOERROR, 1, ecounts)),
-                    (_head(flags, NOERROR, 0, pcounts, tc), _head(flags, NOERROR, 1, pcounts, tc)),
-                    need if need <= UDP_MAX else OVERSIZE, self.fresh)
-        ring.every = ring.left = _refresh_every(len(self.records))
-        for ordering in self._orderings:
-            ring.add(ordering)
-        return ring
-
-
-def prebuild(qname_len: int, answers: Answers, rcode: int = NOERROR, ra: bool = False, aa: bool = True,
-             kind: type[Prebuilt] = Prebuilt) -> Prebuilt:
-    """A :class:`Prebuilt` (or subclass ``kind``) for a question name of ``qname_len`` wire bytes."""
-    flags = (0x04 if aa else 0) | (0x80 if ra else 0)
-    pre = kind(rcode, flags, qname_len + 4, [], [], [], fresh=answers.fresh)
-    pre.every = pre.left = _refresh_every(len(answers.orderings[0][0]))
-    for sections, full in zip(answers.orderings, answers.built(flags, rcode), strict=True):
-        pre.add(sections, full)
-    return pre
-
-
-def shuffled(units: Sequence, make: Callable[[Sequence], Sections], pool: int, take: int | None = None) -> Answers:
-    """Answers over random orderings of ``units`` (``make`` turns one ordering into sections): every
-    ordering when there are at most :data:`ALL_ORDERINGS_UP_TO`, else ``pool`` random ones plus a
-    maker of more. ``take`` is how many units ``make`` uses (all when None)."""
-    if len(units) <= ALL_ORDERINGS_UP_TO:
-        return Answers([make(order) for order in itertools.permutations(units)])
-    count = min(len(units), take or len(units))
-
-    def fresh() -> Sections:
-        return make(random_order(units)[:count])
-
-    return Answers([fresh() for _ in range(max(2, pool))], fresh)
-
-
-def addresses(records: list[bytes], take: int | None, pool: int) -> Answers | RingAnswers:
-    """A/AAAA answers over ``records`` (all of one type), at most ``take`` per answer."""
-    if len(records) <= ALL_ORDERINGS_UP_TO:
-        return Answers([(tuple(order[:take]), (), ()) for order in itertools.permutations(records)])
-    return RingAnswers(records, min(take or len(records), len(records)), pool)
-
 
 Typed = dict[int, "Answers | RingAnswers"]
 Entry = dict[bytes | None, "Prebuilt | Ring"]
@@ -509,32 +52,6 @@ Entry = dict[bytes | None, "Prebuilt | Ring"]
 def unique(records: Iterable[bytes | None]) -> list[bytes]:
     """The records in first-seen order, without None and without repeats."""
     return list(dict.fromkeys(r for r in records if r is not None))
-
-
-def followed_records(answer: bytes, ttl: int) -> list[bytes]:
-    """The CNAME, A and AAAA answer records of an upstream's NOERROR answer, re-encoded without
-    name compression and with ``ttl`` (Consul gives them the service's TTL)."""
-    try:
-        message = DNSRecord.parse(answer)
-    except Exception:  # dnslib raises several kinds on garbage
-        return []
-    if message.header.rcode != NOERROR:
-        return []
-    out: list[bytes] = []
-    for found in message.rr:
-        owner = try_encode(str(found.rname))
-        try:
-            if found.rtype in (A, AAAA):
-                rdata: bytes | None = ipaddress.ip_address(str(found.rdata)).packed
-            elif found.rtype == CNAME:
-                rdata = try_encode(str(found.rdata.label))
-            else:
-                continue
-        except (ValueError, AttributeError):
-            continue
-        if owner is not None and rdata is not None:
-            out.append(rr(owner, found.rtype, ttl, rdata))
-    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,14 @@ from collections.abc import Sequence
 from dnslib import QTYPE, DNSRecord
 from prometheus_client import CollectorRegistry
 
-from waypost.dns.answers import (
+from waypost.dns.answers import AnswerTable
+from waypost.dns.batch import BatchSocket, parse_sockaddr
+from waypost.dns.config import DnsConfig
+from waypost.dns.metrics import DnsCollector, DnsStats, make_registry, stat_key
+from waypost.dns.pools import Chase, Prebuilt, Ring
+from waypost.dns.recursor import ACCEPTED_RCODES, Recursor
+from waypost.dns.view import CatalogView
+from waypost.dns.wire import (
     AAAA,
     ANY,
     CLASS_IN,
@@ -35,17 +42,8 @@ from waypost.dns.answers import (
     TCP_LIMIT,
     UDP_MAX,
     A,
-    AnswerTable,
-    Chase,
-    Prebuilt,
-    Ring,
     followed_records,
 )
-from waypost.dns.batch import BatchSocket, parse_sockaddr
-from waypost.dns.config import DnsConfig
-from waypost.dns.metrics import DnsCollector, DnsStats, make_registry, stat_key
-from waypost.dns.recursor import ACCEPTED_RCODES, Recursor
-from waypost.dns.view import CatalogView
 
 log = logging.getLogger("waypost.dns")
 
