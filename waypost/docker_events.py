@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,7 +200,9 @@ class EventBridge:
                 self.connected = False
                 text = f"{exc.__class__.__name__}: {exc}"
                 if was_connected or failures == 1:
-                    log.warning("docker engine unreachable (%s); reconnecting with backoff", text)
+                    where = self._docker_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+                    log.warning("docker engine at %s unreachable (%s); reconnecting with backoff (is dockerd "
+                                "running? another engine: set DOCKER_HOST or --docker)", where, text)
                 self._post(DockerEvent(kind=DISCONNECTED, detail=text))
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff)

@@ -36,7 +36,8 @@ def test_parse_exec_and_other_types() -> None:
     assert legacy is not None and (legacy.action, legacy.container_id) == ("die", "old")
 
 
-async def test_bridge_reports_unreachable_engine_and_stops_promptly(tmp_path) -> None:
+async def test_bridge_reports_unreachable_engine_and_stops_promptly(tmp_path, caplog) -> None:
+    caplog.set_level("WARNING", logger="waypost.docker")
     queue: asyncio.Queue[DockerEvent] = asyncio.Queue()
     bridge = EventBridge(queue, asyncio.get_running_loop(), f"unix://{tmp_path}/no-docker.sock",
                          min_backoff=0.01, max_backoff=0.05)
@@ -45,6 +46,8 @@ async def test_bridge_reports_unreachable_engine_and_stops_promptly(tmp_path) ->
     assert first.kind == DISCONNECTED and first.detail
     second = await asyncio.wait_for(queue.get(), 10)  # it keeps retrying, with backoff
     assert second.kind == DISCONNECTED
+    (warning,) = [r.getMessage() for r in caplog.records]  # said once, not per retry
+    assert f"unix://{tmp_path}/no-docker.sock" in warning and "DOCKER_HOST" in warning  # where, and the fix
     started = time.monotonic()
     await bridge.stop()
     assert time.monotonic() - started < 2
