@@ -42,8 +42,10 @@ from waypost.listen import listening_socket
 from waypost.registrator import Registrator
 from waypost.registrator.cli import add_registrator_flags
 from waypost.registrator.cli import options_from_args as registrator_options_from_args
+from waypost.registrator.metrics import registrator_registry
 from waypost.registrator.runner import CatalogUnavailable
 from waypost.server.app import CatalogServer
+from waypost.server.metrics import catalog_registry
 from waypost.status import add_status_routes
 
 log = logging.getLogger("waypost.up")
@@ -161,6 +163,9 @@ class Host:
             await self.registrator.start()
         except CatalogUnavailable as exc:
             raise ConfigError(f"--catalog {self.catalog_config.url}: {exc}") from None
+        self.registries.append(registrator_registry(self.registrator.status))
+        if self.embedded is not None:
+            self.registries.append(catalog_registry(self.embedded.store))
 
         self.view = CatalogView(self.client, only_passing=self.args.only_passing)
         await self.view.start()

@@ -54,9 +54,24 @@ async def test_up_registers_resolves_and_routes(waypost_up, busybox_image, docke
 def test_metrics_health_and_page(waypost_up) -> None:
     import urllib.request
 
-    with urllib.request.urlopen(waypost_up.http + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> tuple[str, dict[str, float]]:
+        with urllib.request.urlopen(waypost_up.http + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        return text, {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+
+    text, values = scrape()
     assert "waypost_dns_queries_total" in text and "waypost_ambassador_max_connections" in text
+    # the registrator and the embedded catalog are on the same page: connected, synced, holding services
+    deadline = time.monotonic() + 10
+    while values["waypost_registrator_syncs_total"] < 1 and time.monotonic() < deadline:  # first sync ends
+        time.sleep(0.1)
+        text, values = scrape()
+    assert values["waypost_registrator_docker_connected"] == 1
+    assert values["waypost_registrator_syncs_total"] >= 1
+    assert values["waypost_registrator_last_sync_timestamp_seconds"] > time.time() - 3600
+    assert values["waypost_catalog_nodes"] >= 1 and "waypost_catalog_service_instances" in values
     with urllib.request.urlopen(waypost_up.http + "/healthz", timeout=5) as resp:
         assert resp.status == 200
     with urllib.request.urlopen(waypost_up.http + "/", timeout=5) as resp:

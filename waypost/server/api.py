@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from waypost.server import render
 from waypost.server.http_util import (
@@ -22,6 +24,7 @@ from waypost.server.http_util import (
     query_flag,
     text_response,
 )
+from waypost.server.metrics import catalog_registry
 from waypost.server.registration import (
     agent_service_registration,
     build_check,
@@ -114,6 +117,7 @@ class Api:
     def __init__(self, server: CatalogServer) -> None:
         self.server = server
         self.store = server.store
+        self.metrics = catalog_registry(server.store)
         # encoded health/service answers by query, valid while the service's index and health
         # generation stay put: many watchers of one service (DNS, ambassadors) share one encoding
         self._encoded: OrderedDict[str, tuple[tuple[int, int], bytes]] = OrderedDict()
@@ -698,6 +702,17 @@ class Api:
     async def status_peers(self, request: web.Request) -> web.Response:
         return self.server.reply(request, [f"{self.server.node_address}:8300"])
 
+    # ---- metrics ------------------------------------------------------------------------------
+
+    async def agent_metrics(self, request: web.Request) -> web.Response:
+        """Consul's ``/v1/agent/metrics``: Prometheus text with ``?format=prometheus``, else its JSON shape."""
+        if request.query.get("format") == "prometheus":
+            return web.Response(body=generate_latest(self.metrics), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        gauges = [{"Name": sample.name, "Value": sample.value, "Labels": dict(sample.labels)}
+                  for family in self.metrics.collect() for sample in family.samples]
+        return self.server.reply(request, {"Timestamp": time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime()),
+                                           "Gauges": gauges, "Points": [], "Counters": [], "Samples": []})
+
 
 CONSUL_VERSION = "1.17.0"
 
@@ -709,6 +724,7 @@ def add_routes(server: CatalogServer) -> None:
     get, put = r.add_get, r.add_put
     get("/v1/agent/self", api.agent_self, allow_head=False)
     get("/v1/agent/members", api.agent_members, allow_head=False)
+    get("/v1/agent/metrics", api.agent_metrics, allow_head=False)
     get("/v1/agent/services", api.agent_services, allow_head=False)
     get("/v1/agent/checks", api.agent_checks, allow_head=False)
     put("/v1/agent/service/register", api.agent_service_register)
