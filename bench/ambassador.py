@@ -69,16 +69,30 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its direct children so far."""
-    total = 0.0
+def cpu_usage(pid: int) -> tuple[float, float, int, int]:
+    """User and system CPU seconds, voluntary and involuntary context switches (all threads) of a
+    process and its direct children so far."""
+    user = system = 0.0
+    voluntary = involuntary = 0
     for p in (pid, *children(pid)):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        user += int(fields[11]) / os.sysconf("SC_CLK_TCK")
+        system += int(fields[12]) / os.sysconf("SC_CLK_TCK")
+        for task in tasks:
+            try:
+                status = (task / "status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary += int(line.split()[1])
+    return user, system, voluntary, involuntary
 
 
 def waypost_command() -> list[str]:
@@ -199,7 +213,9 @@ listen iperf
 
         results: dict[tuple[str, str], list[float]] = {}
         proxies = {"haproxy": haproxy, "waypost": amb}
-        cpu_per_req: dict[str, float] = {}  # CPU seconds each proxy spent on the redis runs
+        # CPU seconds (user, system) and context switches (voluntary, involuntary) each proxy
+        # spent on the redis runs
+        cpu_per_req: dict[str, list[float]] = {}
         cpu_reqs: dict[str, int] = {}
 
         def record(metric: str, target: str, value: float) -> None:
@@ -210,13 +226,14 @@ listen iperf
             for test in ("PING_INLINE", "PING_MBULK"):
                 for conns, n in ((1, n1), (50, n50)):
                     for target in order:
-                        cpu0 = {t: cpu_seconds(p.pid) for t, p in proxies.items()}
+                        cpu0 = {t: cpu_usage(p.pid) for t, p in proxies.items()}
                         rps, p50 = redis_bench(ports[target][0], conns, n, test)
                         record(f"{test} c={conns} req/s", target, rps)
                         record(f"{test} c={conns} p50 ms", target, p50)
                         if target in proxies:
-                            used = cpu_seconds(proxies[target].pid) - cpu0[target]
-                            cpu_per_req[target] = cpu_per_req.get(target, 0.0) + used
+                            used = [b - a for a, b in zip(cpu0[target], cpu_usage(proxies[target].pid), strict=True)]
+                            cpu_per_req[target] = [a + b for a, b in zip(cpu_per_req.get(target, [0.0] * 4), used,
+                                                                         strict=True)]
                             cpu_reqs[target] = cpu_reqs.get(target, 0) + n
             for target in order:
                 record("iperf3 Gbit/s", target, iperf(ports[target][1], iperf_s))
@@ -250,10 +267,14 @@ listen iperf
         noise = (f" (the machine's noise: same-target rounds vary {spread(results[(metric, 'haproxy')]):.0%} "
                  f"for haproxy, {spread(results[(metric, 'waypost')]):.0%} for waypost)") if rounds > 1 else ""
         print(f"{metric} waypost/haproxy per round: " + " ".join(f"{r:.2f}" for r in ratios) + noise)
-    us = {t: 1e6 * cpu_per_req[t] / cpu_reqs[t] for t in cpu_per_req}
+    us = {t: 1e6 * (c[0] + c[1]) / cpu_reqs[t] for t, c in cpu_per_req.items()}
     print(f"\nproxy CPU per redis request (all redis runs; less noisy than req/s on a busy machine): "
           f"haproxy {us['haproxy']:.1f} µs, waypost {us['waypost']:.1f} µs "
           f"({us['waypost'] / us['haproxy']:.2f}x)")
+    for t, c in cpu_per_req.items():
+        k = 1e3 / cpu_reqs[t]
+        print(f"  {t:<8} per 1000 requests: user {c[0] * k * 1e3:.1f} ms, system {c[1] * k * 1e3:.1f} ms, "
+              f"context switches {c[2] * k:.0f} voluntary + {c[3] * k:.0f} involuntary")
     print(f"RSS: one waypost ambassador process idle {idle_rss / 1024:.1f} MB ({args.workers} workers: "
           f"{idle_rss_all / 1024:.1f} MB in all), after the run {busy_rss / 1024:.1f} MB; "
           f"haproxy idle {haproxy_rss / 1024:.1f} MB")
