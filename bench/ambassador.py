@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from tests.procinfo import rss_kb  # noqa: E402 - needs the repository root on sys.path
+from tests.procinfo import context_switches, rss_kb  # noqa: E402 - needs the repository root on sys.path
 
 TARGETS = ("direct", "haproxy", "waypost")
 
@@ -70,28 +70,20 @@ def children(pid: int) -> list[int]:
 
 
 def cpu_usage(pid: int) -> tuple[float, float, int, int]:
-    """User and system CPU seconds, voluntary and involuntary context switches (all threads) of a
-    process and its direct children so far."""
+    """User and system CPU seconds, voluntary and involuntary context switches of a process and its
+    direct children so far."""
     user = system = 0.0
     voluntary = involuntary = 0
     for p in (pid, *children(pid)):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            tasks = list(Path(f"/proc/{p}/task").iterdir())
-        except OSError:
+            v, i = context_switches(p)
+        except OSError:  # exited meanwhile
             continue
         user += int(fields[11]) / os.sysconf("SC_CLK_TCK")
         system += int(fields[12]) / os.sysconf("SC_CLK_TCK")
-        for task in tasks:
-            try:
-                status = (task / "status").read_text()
-            except OSError:
-                continue
-            for line in status.splitlines():
-                if line.startswith("voluntary_ctxt_switches:"):
-                    voluntary += int(line.split()[1])
-                elif line.startswith("nonvoluntary_ctxt_switches:"):
-                    involuntary += int(line.split()[1])
+        voluntary += v
+        involuntary += i
     return user, system, voluntary, involuntary
 
 
@@ -231,9 +223,10 @@ listen iperf
                         record(f"{test} c={conns} req/s", target, rps)
                         record(f"{test} c={conns} p50 ms", target, p50)
                         if target in proxies:
-                            used = [b - a for a, b in zip(cpu0[target], cpu_usage(proxies[target].pid), strict=True)]
-                            cpu_per_req[target] = [a + b for a, b in zip(cpu_per_req.get(target, [0.0] * 4), used,
-                                                                         strict=True)]
+                            after = cpu_usage(proxies[target].pid)
+                            total = cpu_per_req.setdefault(target, [0.0] * 4)
+                            for k, (before, now) in enumerate(zip(cpu0[target], after, strict=True)):
+                                total[k] += now - before
                             cpu_reqs[target] = cpu_reqs.get(target, 0) + n
             for target in order:
                 record("iperf3 Gbit/s", target, iperf(ports[target][1], iperf_s))

@@ -1,4 +1,5 @@
-"""Readings from /proc shared by tests and benchmarks: resident memory, open descriptors, threads."""
+"""Readings from /proc shared by tests and benchmarks: resident memory, open descriptors, threads,
+context switches."""
 
 from __future__ import annotations
 
@@ -44,3 +45,13 @@ def fd_split(pid: int) -> tuple[int, int]:
 def threads(pid: int) -> int:
     """Number of threads of `pid`."""
     return _kb_field(f"/proc/{pid}/status", "Threads:")
+
+
+def context_switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of all threads of `pid` so far."""
+    voluntary = involuntary = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        status = f"/proc/{pid}/task/{tid}/status"
+        voluntary += _kb_field(status, "voluntary_ctxt_switches:")
+        involuntary += _kb_field(status, "nonvoluntary_ctxt_switches:")
+    return voluntary, involuntary
