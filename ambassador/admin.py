@@ -63,6 +63,7 @@ class AmbassadorCollector(Collector):
             refused.add_metric([name, "no_backend"], c.no_backend)
             refused.add_metric([name, "all_failed"], c.all_failed)
             idle.add_metric([name], c.idle_closed)
+            route.sync_bytes()
             for b in route.balancer.all_backends():
                 labels = [name, b.address]
                 b_active.add_metric(labels, b.active)

@@ -10,6 +10,12 @@ side's buffer is empty, one immediate ``send``). What the pipe preserves:
 - resets: when one side fails (ECONNRESET, EPIPE, …) the other is closed with ``SO_LINGER 0``, so
   its peer sees a reset too rather than a clean end of stream;
 - TCP_NODELAY and keepalive on both sockets.
+
+Once linked, each half's ``data_received`` *is* the other half's ``transport.write``: no Python
+frame runs per chunk. Bytes are counted by the kernel instead (``TCP_INFO``'s
+``tcpi_bytes_received``) and credited to the backend by :meth:`Pipe.sync` — at EOF, at close,
+before metrics are read and at each idle sweep. Sockets that are not TCP (socketpairs in tests)
+keep a counting Python callback.
 """
 
 from __future__ import annotations
@@ -28,23 +34,63 @@ from waypost.ambassador.balancer import Backend
 log = logging.getLogger("waypost.ambassador")
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
-_INT_ZERO = struct.pack("i", 0)  # TIOCOUTQ (= SIOCOUTQ on sockets) writes an int here
+_INT_ZERO = struct.pack("i", 0)  # TIOCOUTQ (= SIOCOUTQ on sockets) and FIONREAD write an int here
+_TCP_INFO_LEN = 136  # struct tcp_info up to tcpi_bytes_received (Linux >= 4.1)
+_TCP_INFO_BYTES_RECEIVED = 128  # offset of __u64 tcpi_bytes_received; tcpi_state is byte 0
+_FIN_RECEIVED_STATES = frozenset({6, 8, 9, 11})  # TIME_WAIT, CLOSE_WAIT, LAST_ACK, CLOSING
 WRITE_HIGH_WATER = 512 * 1024
 WRITE_LOW_WATER = 128 * 1024
 KEEPALIVE_IDLE = 60
 
 
-def tune_socket(transport: asyncio.BaseTransport) -> None:
-    """TCP_NODELAY, keepalive and write-buffer limits on a freshly connected transport."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
-        except OSError:  # not TCP (tests over socketpairs) or already gone
-            pass
+def tune_socket(transport: asyncio.BaseTransport) -> bool:
+    """TCP_NODELAY, keepalive and write-buffer limits on a freshly connected transport.
+
+    Returns whether the transport is a TCP socket (so the kernel can count its bytes).
+    """
     transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)  # type: ignore[attr-defined]
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+    except OSError:  # not TCP (tests over socketpairs) or already gone
+        return False
+    return _KERNEL_COUNTS
+
+
+def _kernel_counts_bytes() -> bool:
+    """Whether this kernel's TCP_INFO has tcpi_bytes_received (Linux >= 4.1)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            return len(probe.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)) >= _TCP_INFO_LEN
+    except (OSError, AttributeError):  # AttributeError: no socket.TCP_INFO off Linux
+        return False
+
+
+_KERNEL_COUNTS = _kernel_counts_bytes()
+
+
+def bytes_read(sock: Any, eof: bool) -> int | None:
+    """Bytes this process has read from a TCP socket, from the kernel's count; None if unavailable.
+
+    ``tcpi_bytes_received`` counts what the peer sent (its FIN as one more byte) whether or not
+    it was read yet, so the FIN and the bytes still queued for reading (FIONREAD) are taken off.
+    `eof`: the FIN was read already (so nothing is queued).
+    """
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+        if eof:
+            return struct.unpack_from("Q", info, _TCP_INFO_BYTES_RECEIVED)[0] - 1
+        unread = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, _INT_ZERO))[0]
+    except (OSError, ValueError, struct.error):  # closed (uvloop: fd -1) or not TCP
+        return None
+    received = struct.unpack_from("Q", info, _TCP_INFO_BYTES_RECEIVED)[0] - unread
+    # A socket reset after it got a FIN it never read (state CLOSE) is one byte over: rare, and
+    # tcp_info cannot tell it from a plain reset.
+    return received - 1 if info[0] in _FIN_RECEIVED_STATES else received
 
 
 def reset(transport: asyncio.BaseTransport | None) -> None:
@@ -65,28 +111,58 @@ def _set_linger_reset(transport: asyncio.BaseTransport) -> None:
 
 
 class _Side(asyncio.Protocol):
-    __slots__ = ("transport", "peer", "pipe", "eof", "lost", "early", "_write", "moved")
+    __slots__ = ("transport", "peer", "pipe", "eof", "lost", "early", "discard", "data_received",
+                 "tcp", "received", "credited", "_write")
 
     def __init__(self) -> None:
-        self.moved = 0  # chunks received: the idle sweep compares it between two looks
         self.transport: asyncio.Transport | None = None
         self.peer: _Side | None = None
         self.pipe: Pipe | None = None
         self.eof = False
         self.lost = False
         self.early: list[bytes] = []  # data that arrived before the two halves were linked
+        self.discard = False  # being closed without a peer: drop what arrives
+        self.tcp = False  # a TCP socket on a kernel that counts its bytes (set by connection_made)
+        self.received = 0  # bytes read from this side (as of the last refresh on TCP sockets)
+        self.credited = 0  # of those, how many the backend's counters hold
         self._write: Callable[[bytes], None] | None = None
+        # Instance attribute, not a method: link() swaps it for the peer's transport.write.
+        self.data_received: Callable[[bytes], None] = self._hold
 
-    def link(self, peer: _Side, pipe: Pipe) -> None:
+    def _hold(self, data: bytes) -> None:
+        """data_received until linked (a greeting backend, a chunk before the pause): keep it."""
+        if not self.discard:
+            self.early.append(data)
+            self.received += len(data)
+
+    def _forward_counting(self, data: bytes) -> None:
+        """data_received once linked, where the kernel cannot count bytes (not TCP)."""
+        self._write(data)  # type: ignore[misc]
+        self.received += len(data)
+
+    def link(self, peer: _Side, pipe: Pipe, direct: bool) -> None:
+        """Send what this side receives to `peer`; `direct`: straight into its transport.write."""
         self.peer = peer
         self.pipe = pipe
         self._write = peer.transport.write  # type: ignore[union-attr]
+        self.data_received = self._write if direct else self._forward_counting
+        if not self.lost:
+            self.transport.set_protocol(self)  # type: ignore[union-attr]  # uvloop caches data_received
+
+    def refresh(self) -> None:
+        """Bring `received` up to date from the kernel's count (TCP sockets only)."""
+        if self.tcp and not self.lost and self.transport is not None:
+            count = bytes_read(self.transport.get_extra_info("socket"), self.eof)
+            if count is not None and count > self.received:
+                self.received = count
 
     def eof_received(self) -> bool:
         self.eof = True
         peer = self.peer
         if peer is None:
             return True  # not linked yet: Pipe() forwards the EOF
+        self.refresh()  # final: the kernel's count holds every byte before the FIN
+        self.pipe._credit()  # type: ignore[union-attr]
         if peer.lost:
             return False
         if peer.eof:  # both directions finished: close (buffered data is flushed first)
@@ -109,6 +185,10 @@ class _Side(asyncio.Protocol):
             peer.transport.resume_reading()  # type: ignore[union-attr]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        pipe = self.pipe
+        if pipe is not None:
+            self.refresh()  # the socket is still open here, on both loops
+            pipe._credit()
         self.lost = True
         peer = self.peer
         if peer is not None and not peer.lost:
@@ -127,29 +207,18 @@ class ClientSide(_Side):
     :class:`Pipe`, or :meth:`close` / :meth:`refuse` it.
     """
 
-    __slots__ = ("on_accept", "backend", "discard")
+    __slots__ = ("on_accept", "backend")
 
     def __init__(self, on_accept: Callable[[ClientSide], None]) -> None:
         super().__init__()
         self.on_accept = on_accept
         self.backend: Backend | None = None
-        self.discard = False  # being closed without a backend: drop what the client sends
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         transport.pause_reading()  # type: ignore[attr-defined]
-        tune_socket(transport)
+        self.tcp = tune_socket(transport)
         self.on_accept(self)
-
-    def data_received(self, data: bytes) -> None:
-        write = self._write
-        if write is None:  # not linked yet (some loops deliver a chunk before the pause)
-            if not self.discard:
-                self.early.append(data)
-            return
-        write(data)
-        self.moved += 1
-        self.backend.bytes_up += len(data)  # type: ignore[union-attr]
 
     def close(self, linger: float = 1.0) -> None:
         """End an unlinked client cleanly (there is no backend to give it).
@@ -192,16 +261,7 @@ class UpstreamSide(_Side):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        tune_socket(transport)
-
-    def data_received(self, data: bytes) -> None:
-        write = self._write
-        if write is None:  # the backend spoke before the link (greeting protocols): hold it
-            self.early.append(data)
-            return
-        write(data)
-        self.moved += 1
-        self.backend.bytes_down += len(data)
+        self.tcp = tune_socket(transport)
 
 
 class Pipe:
@@ -228,8 +288,9 @@ class Pipe:
         """Link the halves, forward anything that arrived early, and resume the client."""
         client, upstream, backend = self.client, self.upstream, self.backend
         client.backend = backend
-        client.link(upstream, self)
-        upstream.link(client, self)
+        direct = client.tcp and upstream.tcp
+        client.link(upstream, self, direct)
+        upstream.link(client, self, direct)
         if client.lost:  # the client left while we were connecting: on_close runs via upstream
             if upstream.lost:
                 self._side_lost()
@@ -237,12 +298,8 @@ class Pipe:
                 reset(upstream.transport)
             return
         for src, dst in ((client, upstream), (upstream, client)):
-            for chunk in src.early:
+            for chunk in src.early:  # counted in `received` when held
                 dst.transport.write(chunk)  # type: ignore[union-attr]
-                if src is client:
-                    backend.bytes_up += len(chunk)
-                else:
-                    backend.bytes_down += len(chunk)
             src.early.clear()
         if upstream.lost:  # the backend already closed: deliver what it said, then close
             client.transport.close()  # type: ignore[union-attr]
@@ -250,6 +307,19 @@ class Pipe:
         if upstream.eof:
             client.transport.write_eof()  # type: ignore[union-attr]
         client.transport.resume_reading()  # type: ignore[union-attr]
+
+    def sync(self) -> None:
+        """Credit the backend with the bytes moved since the last sync (reads the kernel's counts)."""
+        self.client.refresh()
+        self.upstream.refresh()
+        self._credit()
+
+    def _credit(self) -> None:
+        client, upstream, backend = self.client, self.upstream, self.backend
+        backend.bytes_up += client.received - client.credited
+        client.credited = client.received
+        backend.bytes_down += upstream.received - upstream.credited
+        upstream.credited = upstream.received
 
     def _side_lost(self) -> None:
         if self.done or not (self.client.lost and self.upstream.lost):
@@ -260,10 +330,12 @@ class Pipe:
     def idle_for(self, now: float) -> float:
         """Seconds since bytes last moved either way (as of the sweeps, which call this).
 
-        Moving means a chunk received from either side, or a write buffer that shrank or grew: a
-        slow reader being fed from the buffer (its peer paused by backpressure) is not idle.
+        Moving means a byte read from either side, or a write buffer that shrank or grew: a slow
+        reader being fed from the buffer (its peer paused by backpressure) is not idle.
         """
-        seen = (self.client.moved + self.upstream.moved, self._buffered(self.client), self._buffered(self.upstream))
+        self.sync()
+        seen = (self.client.received + self.upstream.received, self._buffered(self.client),
+                self._buffered(self.upstream))
         if seen != self.seen:
             self.seen = seen
             self.idle_since = now

@@ -341,7 +341,7 @@ class Route:
         """Close connections that moved no byte either way for `timeout` seconds (--idle-timeout).
 
         Looks every timeout/4 (at least every 5 s), so a connection is closed between `timeout`
-        and 1.25 × `timeout` after its last byte; the data path only counts chunks. A connection
+        and 1.25 × `timeout` after its last byte (the data path itself keeps no clock). A connection
         whose write buffer stays full (its reader stopped) is reset instead: a FIN could not be
         sent, and would make the other side take a cut stream for a whole one.
         """
@@ -515,8 +515,14 @@ class Route:
 
     # ---- views -------------------------------------------------------------------------------
 
+    def sync_bytes(self) -> None:
+        """Bring the backends' byte counters up to date (the data path credits them lazily)."""
+        for pipe in self.pipes:
+            pipe.sync()
+
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready state for /v1/routes and status pages."""
+        self.sync_bytes()
         b = self.balancer
         backends = b.all_backends()
         host, port = self.listen_address

@@ -103,8 +103,42 @@ async def test_checksummed_bulk_both_ways_with_half_close(backends, ambassador_f
     async with asyncio.timeout(60):
         await asyncio.gather(*jobs)
     snap = amb.snapshot()["routes"][0]
-    assert snap["bytes_up"] >= (60 << 20) + 8 * (8 << 20)
-    assert snap["bytes_down"] >= (60 << 20) + 8 * (2 << 20)
+    # every byte counted once each way: the 16-byte header and the data up, the digest and data down
+    assert snap["bytes_up"] == 9 * 16 + (60 << 20) + 8 * (8 << 20)
+    assert snap["bytes_down"] == 9 * 32 + (60 << 20) + 8 * (2 << 20)
+
+
+async def test_byte_counts_are_exact_while_open_and_after_close(backends, ambassador_factory):
+    """/v1/routes counts each byte once: a greeting the backend sent before the client spoke, the
+    traffic of a connection still open, and (FINs not counted) the totals once it closed."""
+    async def greeter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello\n")
+        await writer.drain()
+        while line := await reader.readline():
+            writer.write(b"=" + line)
+            await writer.drain()
+
+    server = await backends(greeter)
+    amb = await ambassador_factory([f"127.0.0.1:0=127.0.0.1:{server.port}"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(amb))
+    try:
+        assert await reader.readline() == b"hello\n"
+        payload = random.randbytes(300_000).replace(b"\n", b" ") + b"\n"
+        writer.write(payload)
+        assert await reader.readexactly(1 + len(payload)) == b"=" + payload
+        route = amb.snapshot()["routes"][0]
+        assert route["active"] == 1
+        assert (route["bytes_up"], route["bytes_down"]) == (len(payload), 6 + 1 + len(payload))
+        writer.write_eof()  # the greeter's loop ends, the backend closes, and so do we
+        assert await reader.read() == b""
+    finally:
+        writer.close()
+    async with asyncio.timeout(5):
+        while amb.routes[0].active:
+            await asyncio.sleep(0.01)
+    route = amb.snapshot()["routes"][0]
+    assert (route["bytes_up"], route["bytes_down"]) == (len(payload), 6 + 1 + len(payload))
+    assert route["backends"][0]["bytes_up"] == len(payload)
 
 
 async def test_half_close_from_the_backend_side(backends, ambassador_factory):
