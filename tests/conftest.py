@@ -47,6 +47,27 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def refusing_port():
+    """Make ports that refuse connections for the whole test: each is bound but never listens.
+
+    A port from `free_port()` is free only for a moment: the ambassador under test (bound to port 0)
+    or a connect's own source port can take it, and a "dead" backend then answers. A bound socket
+    holds the port, and a connect to it is refused (RST). Call ``refusing_port()`` for a port, or
+    ``refusing_port(sock=True)`` for the bound socket itself (to listen on it later)."""
+    held: list[socket.socket] = []
+
+    def make(sock: bool = False) -> Any:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        held.append(s)
+        return s if sock else s.getsockname()[1]
+
+    yield make
+    for s in held:
+        s.close()
+
+
 @contextlib.asynccontextmanager
 async def running_catalog(**kwargs: Any) -> AsyncIterator[Any]:
     """An embedded catalog, ``CatalogServer(**kwargs)``, started in this event loop and stopped on exit."""

@@ -10,7 +10,6 @@ import socket
 import pytest
 
 from tests.ambassador.conftest import ask, port_of
-from tests.conftest import free_port
 from waypost.ambassador.balancer import Endpoint
 from waypost.ambassador.routes import Ambassador, Options, Route, RouteSpec, parse_route
 from waypost.config import ConfigError
@@ -186,9 +185,9 @@ async def test_no_backends_ever_closes_cleanly_after_the_wait(caplog):
         await route.stop()
 
 
-async def test_connect_failure_tries_the_next_backend_and_ejects(backends, ambassador_factory):
+async def test_connect_failure_tries_the_next_backend_and_ejects(backends, ambassador_factory, refusing_port):
     live = await backends(name="live")
-    dead = free_port()
+    dead = refusing_port()
     amb = await ambassador_factory([f"127.0.0.1:0=127.0.0.1:{dead},127.0.0.1:{live.port}"],
                                    lb="round-robin", eject_after=2)
     port = port_of(amb)
@@ -199,8 +198,8 @@ async def test_connect_failure_tries_the_next_backend_and_ejects(backends, ambas
     assert states[f"127.0.0.1:{dead}"]["connect_failures"] == 2
 
 
-async def test_retries_exhausted_closes_the_client_with_a_log_line(ambassador_factory, caplog):
-    dead = [free_port() for _ in range(3)]
+async def test_retries_exhausted_closes_the_client_with_a_log_line(ambassador_factory, caplog, refusing_port):
+    dead = [refusing_port() for _ in range(3)]
     amb = await ambassador_factory(["127.0.0.1:0=" + ",".join(f"127.0.0.1:{p}" for p in dead)], retries=1)
     with caplog.at_level(logging.WARNING, "waypost.ambassador"):
         reader, writer = await asyncio.open_connection("127.0.0.1", port_of(amb))
@@ -381,13 +380,14 @@ def test_idle_timeout_must_be_positive():
         Options(idle_timeout=0)
 
 
-async def test_a_new_instance_that_is_not_listening_yet_is_retried_not_failed(ambassador_factory):
+async def test_a_new_instance_that_is_not_listening_yet_is_retried_not_failed(ambassador_factory, refusing_port):
     """Registrators record a container as it starts, a moment before its process listens. A client
     sent to it in that moment is held and retried (within --wait-for-backends), not closed."""
     amb = await ambassador_factory(["127.0.0.1:0=web"], eject_after=2)
     route = amb.routes[0]
     route.set_backends([])  # the first catalog answer: no instance yet
-    port = free_port()
+    held = refusing_port(sock=True)
+    port = held.getsockname()[1]
     route.set_backends([("127.0.0.1", port)])  # registered, but nothing listens yet
     answer = asyncio.ensure_future(ask(port_of(amb), b"early\n"))
     await asyncio.sleep(0.3)  # several refused connects meanwhile
@@ -398,7 +398,7 @@ async def test_a_new_instance_that_is_not_listening_yet_is_retried_not_failed(am
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(greet, "127.0.0.1", port)
+    server = await asyncio.start_server(greet, sock=held)
     try:
         assert await asyncio.wait_for(answer, 3) == b"late:early\n"
         [backend] = route.snapshot()["backends"]
@@ -408,10 +408,10 @@ async def test_a_new_instance_that_is_not_listening_yet_is_retried_not_failed(am
         server.close()
 
 
-async def test_an_established_instance_that_refuses_fails_fast(ambassador_factory):
+async def test_an_established_instance_that_refuses_fails_fast(ambassador_factory, refusing_port):
     """The grace is for new instances only: one from the first answer that refuses is a failure."""
     amb = await ambassador_factory(["127.0.0.1:0=web"], retries=0)
-    amb.routes[0].set_backends([("127.0.0.1", free_port())])  # the first answer
+    amb.routes[0].set_backends([("127.0.0.1", refusing_port())])  # the first answer
     loop = asyncio.get_running_loop()
     started = loop.time()
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(amb))

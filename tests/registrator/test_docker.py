@@ -330,11 +330,10 @@ async def _status_is(client: CatalogClient, check_id: str, status: str) -> bool:
     return bool(check) and check["Status"] == status
 
 
-async def test_catalog_down_at_start_retry_attempts(busybox_image) -> None:
-    from tests.conftest import free_port
+async def test_catalog_down_at_start_retry_attempts(busybox_image, refusing_port) -> None:
     from waypost.registrator import CatalogUnavailable, Registrator, RegistratorOptions
 
-    client = CatalogClient(CatalogConfig.from_url(f"http://127.0.0.1:{free_port()}"))
+    client = CatalogClient(CatalogConfig.from_url(f"http://127.0.0.1:{refusing_port()}"))
     try:
         registrator = Registrator(client, RegistratorOptions(node=NODE, retry_attempts=2, retry_interval=0.05))
         started = time.monotonic()
@@ -409,10 +408,8 @@ async def test_cli_run_registers_then_stops_cleanly(catalog_server, catalog_clie
     assert await registered()  # graceful shutdown leaves registrations
 
 
-async def test_cli_run_exits_1_when_catalog_never_answers() -> None:
-    from tests.conftest import free_port
-
-    args = parse("--catalog", f"http://127.0.0.1:{free_port()}", "--retry-attempts", "0", "--node", "x")
+async def test_cli_run_exits_1_when_catalog_never_answers(refusing_port) -> None:
+    args = parse("--catalog", f"http://127.0.0.1:{refusing_port()}", "--retry-attempts", "0", "--node", "x")
     assert await asyncio.wait_for(cli.run(args), 10) == 1
 
 
