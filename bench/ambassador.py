@@ -118,6 +118,17 @@ def spread(values: list[float]) -> float:
     return (max(values) - min(values)) / statistics.median(values) if len(values) > 1 else 0.0
 
 
+def round_ratios(results: dict[tuple[str, str], list[float]], metric: str, peer: str) -> list[float]:
+    """waypost / `peer` for `metric`, one ratio per round."""
+    return [w / p for w, p in zip(results[(metric, "waypost")], results[(metric, peer)], strict=True) if p]
+
+
+def paired_ratio(results: dict[tuple[str, str], list[float]], metric: str, peer: str) -> float:
+    """The median of the per-round ratios waypost / `peer` (nan without data)."""
+    ratios = round_ratios(results, metric, peer)
+    return statistics.median(ratios) if ratios else float("nan")
+
+
 def redis_bench(port: int, conns: int, requests: int, test: str) -> tuple[float, float]:
     out = subprocess.run(
         ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(conns), "-n", str(requests),
@@ -245,18 +256,19 @@ listen iperf
     metrics = list(dict.fromkeys(m for m, _ in results))
     header = f"{'metric':<24}{'direct':>12}{'haproxy':>12}{'waypost':>12}{'wp/haproxy':>12}{'wp/direct':>11}"
     print(f"\nambassador benchmark: {rounds} round(s), medians (higher is better except p50); "
-          f"waypost --workers {args.workers}, haproxy default nbthread ({os.cpu_count()} CPUs)\n")
+          f"waypost --workers {args.workers}, haproxy default nbthread ({os.cpu_count()} CPUs)\n"
+          "ratios are the median of the per-round ratios: each round runs every target side by side, so a "
+          "ratio compares runs seconds apart, not the machine's slow rounds with its fast ones\n")
     print(header)
     print("-" * len(header))
     for metric in metrics:
         med = {t: statistics.median(results[(metric, t)]) for t in TARGETS}
         fmt = "{:>12.3f}" if "ms" in metric else ("{:>12.2f}" if "Gbit" in metric else "{:>12.0f}")
         cells = "".join(fmt.format(med[t]) for t in TARGETS)
-        r_h = med["waypost"] / med["haproxy"] if med["haproxy"] else float("nan")
-        r_d = med["waypost"] / med["direct"] if med["direct"] else float("nan")
+        r_h, r_d = paired_ratio(results, metric, "haproxy"), paired_ratio(results, metric, "direct")
         print(f"{metric:<24}{cells}{r_h:>11.2f}x{r_d:>10.2f}x")
-    for metric in (m for m in metrics if m.endswith("c=50 req/s")):
-        ratios = [w / h for w, h in zip(results[(metric, "waypost")], results[(metric, "haproxy")], strict=True) if h]
+    for metric in (m for m in metrics if m.endswith("req/s")):
+        ratios = round_ratios(results, metric, "haproxy")
         noise = (f" (the machine's noise: same-target rounds vary {spread(results[(metric, 'haproxy')]):.0%} "
                  f"for haproxy, {spread(results[(metric, 'waypost')]):.0%} for waypost)") if rounds > 1 else ""
         print(f"{metric} waypost/haproxy per round: " + " ".join(f"{r:.2f}" for r in ratios) + noise)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import shutil
 import socket
 import struct
 
@@ -290,12 +289,12 @@ async def test_client_that_never_reads_does_not_stall_others(backends, ambassado
     writer.close()
 
 
-@pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="needs redis-benchmark (redis-tools)")
 async def test_redis_benchmark_through_the_ambassador_has_no_errors(redis_factory, ambassador_factory):
+    benchmark = require_tool("redis-benchmark", "redis-tools")  # under CI=true a missing tool fails
     redis = redis_factory()
     amb = await ambassador_factory([f"127.0.0.1:0=127.0.0.1:{redis.port}"])
     proc = await asyncio.create_subprocess_exec(
-        "redis-benchmark", "-h", "127.0.0.1", "-p", str(port_of(amb)), "-c", "50", "-n", "20000",
+        benchmark, "-h", "127.0.0.1", "-p", str(port_of(amb)), "-c", "50", "-n", "20000",
         "-t", "ping,set,get", "--csv", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err
