@@ -30,15 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from tests.procinfo import context_switches, rss_kb  # noqa: E402 - needs the repository root on sys.path
+from tests.ports import free_port  # noqa: E402 - needs the repository root on sys.path
+from tests.procinfo import context_switches, rss_kb  # noqa: E402
 
 TARGETS = ("direct", "haproxy", "waypost")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tool(name: str) -> str:

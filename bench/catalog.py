@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,16 +23,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tests.ports import free_port  # noqa: E402
 from waypost.catalog import CatalogClient, ServiceDef  # noqa: E402
 from waypost.config import CatalogConfig  # noqa: E402
 
 TARGET_P99_MS = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def start_server(data_dir: str | None) -> tuple[subprocess.Popen, str]:

@@ -58,7 +58,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from tests.procinfo import pss_kb, rss_kb  # noqa: E402 - needs the repository root on sys.path
+from tests.ports import free_port  # noqa: E402 - needs the repository root on sys.path
+from tests.procinfo import pss_kb, rss_kb  # noqa: E402
 
 BACKEND_CMD = ["sh", "-c", "hostname > /www/index.html; exec httpd -f -p 8080 -h /www"]
 SIDECAR_SAMPLES = 3
@@ -69,12 +70,6 @@ POLL_INTERVAL = 0.005
 
 
 # ---- small helpers -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def nearest_rank(values: list[float], pct: float) -> float:

@@ -33,24 +33,15 @@ from pathlib import Path
 # `python bench/dns.py` puts bench/ first on sys.path, where this very file is "dns": drop it so
 # nothing here can shadow dnspython or confuse imports.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# The repository root goes last (for tests.ports), so dnspython's `dns` still wins over our dns/.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+from tests.ports import free_port  # noqa: E402 - needs the repository root on sys.path
 
 DNSPERF = shutil.which("dnsperf")
 DNSMASQ = shutil.which("dnsmasq") or shutil.which("dnsmasq", path="/usr/sbin:/sbin")
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                    t.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def address(service: int, instance: int) -> str:

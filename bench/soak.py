@@ -58,7 +58,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from tests.procinfo import fd_split, rss_kb  # noqa: E402 - needs the repository root on sys.path
+from tests.ports import free_port  # noqa: E402 - needs the repository root on sys.path
+from tests.procinfo import fd_split, rss_kb  # noqa: E402
 
 BACKEND_CMD = ["sh", "-c", "hostname > /www/index.html; exec httpd -f -p 8080 -h /www"]
 SERVICE, CHURN_SERVICE = "soak-web", "soak-churn"
@@ -66,12 +67,6 @@ CHURN_MAX_ALIVE = 20
 BIG_CHURN, BIG_WAVE = 500, 50
 RSS_BOUND_MIB = 8.0  # or 10 % of the first sample, whichever is larger
 FD_BOUND = 16
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def p99(values: list[float]) -> float:

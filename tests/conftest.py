@@ -40,13 +40,6 @@ def _import_dnspython() -> None:
 _import_dnspython()
 
 
-def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
-    """A port that is free right now on `host`."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def refusing_port():
     """Make ports that refuse connections for the whole test: each is bound but never listens.

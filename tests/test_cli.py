@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import free_port
+from tests.ports import free_port
 from waypost.cli import SUBCOMMANDS
 
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from tests.conftest import free_port
+from tests.ports import free_port
 from tests.proxying import ambassador_factory, ask  # noqa: F401 - shared with tests/faults
 from tests.tooling import require_tool
 from waypost.ambassador.routes import Ambassador

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from tests.ambassador.conftest import Resp, ask, port_of
-from tests.conftest import free_port
+from tests.ports import free_port
 from tests.proxying import open_and_echo
 from waypost.ambassador import cli
 from waypost.ambassador.admin import AdminServer

@@ -13,7 +13,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.conftest import free_port
+from tests.ports import free_port
 from waypost.server.app import CatalogServer
 
 

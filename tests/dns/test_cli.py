@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from tests.conftest import free_port
 from tests.dns.helpers import records
+from tests.ports import free_port
 from waypost.config import ConfigError
 from waypost.dns import cli
 
@@ -115,7 +115,7 @@ async def test_workers_share_the_port(catalog_client, catalog_server) -> None:
         while len(answered_by_ports) < 8:
             assert loop.time() < deadline, "workers never answered"
             q = dns.message.make_query("w.service.consul", "A")
-            src = free_port(kind=2)
+            src = free_port()
             try:
                 msg = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=1, source_port=src)
             except Exception:

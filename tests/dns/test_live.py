@@ -98,7 +98,7 @@ async def test_catalog_outage_keeps_last_known_answers_and_flags_stale(catalog_s
 async def test_cli_run_serves_from_the_catalog_with_metrics(catalog_client: CatalogClient, catalog_server) -> None:
     import argparse
 
-    from tests.conftest import free_port
+    from tests.ports import free_port
     from waypost.dns import cli
     from waypost.dns.config import DnsConfig  # noqa: F401  (the API the CLI builds)
 

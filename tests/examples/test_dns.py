@@ -8,8 +8,8 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-from tests.conftest import free_port
 from tests.examples.compose import instances, status, wait_for
+from tests.ports import free_port
 
 
 def a_records(port: int, name: str) -> set[str]:

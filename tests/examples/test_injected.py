@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.conftest import free_port
 from tests.examples.compose import eventually, hit, instances, status, wait_for
+from tests.ports import free_port
 
 
 def test_injected_ambassadors_follow_scaling(example) -> None:

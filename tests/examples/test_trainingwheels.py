@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import free_port
 from tests.examples.compose import eventually, hit, instances, status, wait_for
+from tests.ports import free_port
 
 
 def sidecar_routes(stack, web: str) -> dict:

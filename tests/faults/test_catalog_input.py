@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import free_port
+from tests.ports import free_port
 from waypost.server.app import CatalogServer
 
 AGENT_NODE = "fz-agent-node-q7"

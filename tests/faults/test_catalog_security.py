@@ -25,7 +25,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import free_port, running_catalog
+from tests.conftest import running_catalog
+from tests.ports import free_port
 from waypost.server import cli
 from waypost.server.api import KV_MAX_VALUE
 from waypost.server.app import MAX_BODY, CatalogServer

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.ports import free_port
 from tests.procinfo import rss_kb
 from tests.proxying import open_and_echo
 from tests.tooling import missing, require_tool

@@ -31,8 +31,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import free_port
 from tests.dns.helpers import ask, records
+from tests.ports import free_port
 from tests.proxying import ask as through
 from waypost.ambassador.routes import Ambassador, Options
 from waypost.catalog import CatalogClient, ServiceDef

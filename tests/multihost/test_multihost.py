@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.conftest import free_port
 from tests.multihost.conftest import BACKEND_PORT, Lab, NetHost, NetnsDialer, ambassador_command
+from tests.ports import free_port
 from waypost.catalog import CatalogClient
 from waypost.catalog.model import CheckDef, ServiceDef
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import free_port
 from tests.dockerkit import SESSION, docker_fixtures
+from tests.ports import free_port
 
 # A label key of this session's own, so a waypost running elsewhere on the host (another test run,
 # an example stack) never attaches to these tests' containers, nor ours to theirs.
