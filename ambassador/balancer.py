@@ -12,6 +12,11 @@ States of a backend:
 - ``draining``: gone from the catalog; takes no new connections, its open ones continue (and are
   closed after ``drain_timeout`` when one is set). It is forgotten when the last one closes.
 
+An ejected backend that leaves the catalog and comes back (a flapping health check, a registrator
+resync) keeps its ejection: the cool-down it was serving and the doubling schedule are remembered
+until ``eject_max`` seconds after the cool-down ends, so flapping in the catalog does not turn a
+failing instance into a fresh one that clients hit again at once.
+
 When every present backend is ejected, the one whose cool-down ends first is used anyway (a
 "panic" pick, as Envoy does): refusing all traffic because of a flapping single backend helps nobody.
 """
@@ -35,6 +40,7 @@ POLICIES = ("p2c", "round-robin", "least-conn", "random")
 UP = "up"
 EJECTED = "ejected"
 DRAINING = "draining"
+PENALTY_MEMORY = 1024  # retired backends whose ejection is remembered (module docs)
 
 
 class Closable(Protocol):
@@ -147,6 +153,8 @@ class Balancer:
         self.retired_bytes_down = 0
         self.retired_total = 0
         self.retired_failures = 0
+        # ejection history of retired backends: key -> (ejections, eject_until); see the module docs
+        self._penalties: dict[tuple[str, int], tuple[int, float]] = {}
 
     # ---- the backend set ---------------------------------------------------------------------
 
@@ -174,7 +182,7 @@ class Balancer:
                     backend = Backend(ep)
                     if self._known:  # the first set (static, or the first catalog answer) is not "starting"
                         backend.added_at = self._clock()
-                    log.info("route %s: backend %s added", self.name, backend.address)
+                    self._restore_penalty(key, backend)
             backend.endpoint = ep  # the instance ID may have changed
             fresh[key] = backend
         self.backends = fresh
@@ -212,6 +220,27 @@ class Balancer:
         self.retired_bytes_down += backend.bytes_down
         self.retired_total += backend.total
         self.retired_failures += backend.connect_failures
+        if backend.ejections:
+            penalties = self._penalties
+            penalties[(backend.host, backend.port)] = (backend.ejections, backend.eject_until)
+            if len(penalties) > PENALTY_MEMORY:  # churning addresses: forget the expired ones first
+                now = self._clock()
+                for key in [k for k, (_, until) in penalties.items() if until + self.eject_max < now]:
+                    del penalties[key]
+                while len(penalties) > PENALTY_MEMORY:
+                    del penalties[next(iter(penalties))]  # then the oldest
+
+    def _restore_penalty(self, key: tuple[str, int], backend: Backend) -> None:
+        """Give a returning backend the ejection it left with (module docs), and log the addition."""
+        ejections, until = self._penalties.pop(key, (0, 0.0))
+        now = self._clock()
+        if ejections and now < until + self.eject_max:
+            backend.ejections, backend.eject_until = ejections, until
+            if until > now:
+                log.info("route %s: backend %s added; still ejected for %.1fs (it left the set ejected)",
+                         self.name, backend.address, until - now)
+                return
+        log.info("route %s: backend %s added", self.name, backend.address)
 
     # ---- picking -----------------------------------------------------------------------------
 

@@ -91,6 +91,58 @@ def test_ejection_after_consecutive_failures_and_growing_cooldown():
     assert bad.ejections == 0 and bad.state(clock.now) == UP
 
 
+def _eject(b: Balancer, backend) -> None:
+    for _ in range(b.eject_after):
+        b.connect_failed(backend)
+    assert backend.state(b._clock()) == EJECTED
+
+
+def test_ejected_backend_that_leaves_and_returns_stays_ejected():
+    clock = Clock()
+    b = Balancer("round-robin", eject_after=2, eject_base=4.0, eject_max=30.0, clock=clock)
+    b.set_backends(EPS[:2])
+    _eject(b, b.backends[("10.0.0.1", 1)])
+    b.set_backends(EPS[1:2])  # gone from the catalog with no open connections: retired at once
+    clock.now += 1.0
+    b.set_backends(EPS[:2])  # back (a flapping check) before its 4 s cool-down ended
+    back = b.backends[("10.0.0.1", 1)]
+    assert back.state(clock.now) == EJECTED
+    assert {b.pick().port for _ in range(10)} == {2}
+    assert [x["state"] for x in b.snapshot()] == [EJECTED, UP]
+
+
+def test_returning_backend_keeps_its_doubling_schedule_until_eject_max_after_the_cooldown():
+    clock = Clock()
+    b = Balancer("round-robin", eject_after=1, eject_base=1.0, eject_max=10.0, clock=clock)
+    b.set_backends(EPS[:2])
+    _eject(b, b.backends[("10.0.0.1", 1)])  # 1 s cool-down
+    b.set_backends(EPS[1:2])
+    clock.now += 5.0  # cool-down over, within eject_max of its end
+    b.set_backends(EPS[:2])
+    back = b.backends[("10.0.0.1", 1)]
+    assert back.state(clock.now) == UP
+    _eject(b, back)
+    assert back.eject_until - clock.now == 2.0  # ejected again without a success: doubled
+
+    b.set_backends(EPS[1:2])
+    clock.now = back.eject_until + 10.5  # more than eject_max after the cool-down ended: forgotten
+    b.set_backends(EPS[:2])
+    fresh = b.backends[("10.0.0.1", 1)]
+    _eject(b, fresh)
+    assert fresh.eject_until - clock.now == 1.0
+
+
+def test_remembered_ejections_are_bounded_under_address_churn():
+    from waypost.ambassador import balancer as balancer_module
+
+    clock = Clock()
+    b = Balancer("round-robin", eject_after=1, eject_max=1.0, clock=clock)
+    for i in range(balancer_module.PENALTY_MEMORY + 50):
+        b.set_backends([("10.1.0.1", 1000 + i)])  # the previous one is retired, ejected
+        _eject(b, b.backends[("10.1.0.1", 1000 + i)])
+    assert len(b._penalties) <= balancer_module.PENALTY_MEMORY
+
+
 def test_all_ejected_still_picks_the_soonest_back():
     clock = Clock()
     b = Balancer("p2c", eject_after=1, clock=clock)
