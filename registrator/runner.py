@@ -39,6 +39,7 @@ RELEVANT_ACTIONS = frozenset(
 NETWORK_ACTIONS = frozenset({"network_connect", "network_disconnect"})
 CATALOG_WATCH_WAIT = "10s"
 HOUSEKEEPING_INTERVAL = 3600.0
+EXIT_WRITE_GRACE = 5.0  # --deregister-on-exit: seconds in-flight writes get to land before the clean-up
 
 
 class CatalogUnavailable(RuntimeError):
@@ -107,7 +108,7 @@ class Registrator:
             else:
                 self._bridge.unsubscribe(self._queue)
         if self.reconciler is not None:
-            await self.reconciler.close()
+            await self.reconciler.close(grace=EXIT_WRITE_GRACE if self.options.deregister_on_exit else 0.0)
             if self.options.deregister_on_exit:
                 await self.reconciler.deregister_all()
         await self.docker.close()

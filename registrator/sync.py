@@ -395,8 +395,19 @@ class Reconciler:
                     self.kick(reg.container)
 
     async def deregister_all(self) -> None:
-        """Remove every registration this node owns (``--deregister-on-exit``)."""
-        for sid in list(self.registered):
+        """Remove every registration this node owns (``--deregister-on-exit``).
+
+        The catalog is asked once more which registrations carry this node's marker: a write that
+        was still in flight when :meth:`close` stopped the work may have landed without being recorded
+        here, and leaving it would leak a registration for a container nobody watches."""
+        owned = set(self.registered)
+        try:
+            services = await self._call(self.catalog.local_services)
+            owned |= {sid for sid, svc in services.items() if svc.meta_dict.get(MARKER_NODE) == self.options.node}
+        except Exception as exc:  # noqa: BLE001 - best effort: what we recorded is still removed
+            log.warning("deregister on exit: could not list the catalog's services (%s); removing the %d "
+                        "registration(s) recorded here", _describe_error(exc), len(owned))
+        for sid in sorted(owned):
             try:
                 await self._call(lambda s=sid: self.catalog.deregister(s))
                 self.registered.pop(sid, None)
@@ -412,10 +423,15 @@ class Reconciler:
                 return
             await asyncio.wait(tasks)
 
-    async def close(self) -> None:
-        """Stop all container work (registrations stay as they are)."""
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop all container work (registrations stay as they are).
+
+        No new reconcile starts; ones already running get up to `grace` seconds to finish their
+        writes (so that a following :meth:`deregister_all` sees them), then are cancelled."""
         self._closed = True
         tasks = [w.task for w in self._work.values() if w.task is not None and not w.task.done()]
+        if tasks and grace > 0:
+            await asyncio.wait(tasks, timeout=grace)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

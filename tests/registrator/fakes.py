@@ -22,6 +22,8 @@ class FakeCatalog:
         self.fail_next = 0
         self.reject: set[str] = set()  # service IDs the catalog answers 400 for, as Consul would
         self.url = "fake://catalog"
+        self.server_delay = 0.0  # seconds a register takes to land (it lands even if the caller is cancelled)
+        self.in_flight: set[asyncio.Future[None]] = set()
 
     def _maybe_fail(self) -> None:
         if self.down:
@@ -35,6 +37,17 @@ class FakeCatalog:
         if service.id in self.reject:
             self.writes.append(("rejected", service.id))
             raise BadRequest(f"400 Invalid service {service.id!r}")
+        if self.server_delay:
+            # a real catalog goes on with a request whose client gave up: the write lands anyway
+            landing = asyncio.ensure_future(asyncio.sleep(self.server_delay))
+            landing.add_done_callback(lambda _: self._store(service))
+            self.in_flight.add(landing)
+            landing.add_done_callback(self.in_flight.discard)
+            await asyncio.shield(landing)
+            return
+        self._store(service)
+
+    def _store(self, service: ServiceDef) -> None:
         self.writes.append(("register", service.id))
         self.services[service.id] = service
         for cid in [c for c, v in self.checks.items() if v["ServiceID"] == service.id]:

@@ -296,6 +296,30 @@ async def test_deregister_all_removes_only_ours(catalog, engine) -> None:
     assert sorted(catalog.services) == ["foreign"]
 
 
+async def test_deregister_all_also_removes_our_writes_it_never_saw_answered(catalog, engine) -> None:
+    add(engine, 1)
+    rec = make(catalog, engine)
+    await rec.full_sync()
+    # landed in the catalog, but the answer never reached us (cancelled at exit, say)
+    await catalog.register(ServiceDef("n1:c2:80", "c2", HOST, 1, meta=((MARKER_NODE, "n1"),)))
+    await catalog.register(ServiceDef("n2:c3:80", "c3", HOST, 2, meta=((MARKER_NODE, "n2"),)))
+    await rec.deregister_all()
+    assert sorted(catalog.services) == ["n2:c3:80"]  # ours are gone, another node's stay
+
+
+async def test_exit_with_a_registration_in_flight_leaks_nothing(catalog, engine) -> None:
+    c1 = add(engine, 1)
+    rec = make(catalog, engine)
+    catalog.server_delay = 0.3
+    rec.kick(c1)
+    await asyncio.sleep(0.05)  # the register is on its way
+    await rec.close(grace=2.0)  # what Registrator.stop does with --deregister-on-exit
+    await rec.deregister_all()
+    await asyncio.gather(*catalog.in_flight)
+    assert catalog.services == {}
+    assert catalog.writes == [("register", "n1:c1:80"), ("deregister", "n1:c1:80")]
+
+
 async def test_refresh_docker_checks(catalog, engine) -> None:
     add(engine, 1, health="healthy")
     rec = make(catalog, engine)
