@@ -16,8 +16,9 @@ RUN mkdir -p /src/wheelhouse \
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/waypost /opt/waypost
 ENV PATH=/opt/waypost/bin:$PATH PYTHONUNBUFFERED=1
-# `waypost up` serves /healthz on its HTTP port; other modes override or disable this check.
+# Probes what the running command serves: `up` /healthz, `catalog` its API, `ambassador --admin`
+# /healthz; registrator and dns serve no HTTP and pass while running (waypost/healthcheck.py).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD ["python3", "-c", "import os,urllib.request;urllib.request.urlopen('http://'+os.environ.get('WAYPOST_HEALTH_ADDR','127.0.0.1:8500')+'/healthz',timeout=2)"]
+  CMD ["python3", "-m", "waypost.healthcheck"]
 ENTRYPOINT ["waypost"]
 CMD ["up"]

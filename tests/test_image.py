@@ -31,7 +31,7 @@ def test_help_and_size(image: str) -> None:
         assert command in out.stdout
     config = json.loads(docker("image", "inspect", image).stdout)[0]["Config"]
     assert config["Entrypoint"] == ["waypost"] and config["Cmd"] == ["up"]
-    assert "/healthz" in " ".join(config["Healthcheck"]["Test"])
+    assert "waypost.healthcheck" in " ".join(config["Healthcheck"]["Test"])
     size, base = images.image_size(image), images.image_size(images.ensure_base())
     print(f"image {image}: {size / 1e6:.0f} MB, {(size - base) / 1e6:.0f} MB over the base")  # shown with -s / -rP
     assert size - base < 80e6, "Waypost and its dependencies should add well under 80 MB to the base"
@@ -61,3 +61,36 @@ def test_up_becomes_healthy(image: str) -> None:
         assert '"imagetest"' in probe.stdout.replace(": ", ":").replace('"NodeName":', ""), probe
     finally:
         docker("rm", "-f", name)
+
+
+def _wait_health(name: str, seconds: float = 45) -> str:
+    deadline, health = time.monotonic() + seconds, ""
+    while time.monotonic() < deadline:
+        health = docker("inspect", "-f", "{{.State.Health.Status}} {{.State.Status}}", name).stdout.strip()
+        if health.startswith(("healthy", "unhealthy")) or "exited" in health:
+            break
+        time.sleep(0.5)
+    return health
+
+
+def test_other_commands_are_healthy_too(image: str) -> None:
+    """The HEALTHCHECK probes what each command serves: the catalog's API, and nothing for the
+    registrator (no HTTP), instead of `up`'s /healthz that neither has."""
+    suffix = uuid.uuid4().hex[:8]
+    runs = {
+        f"wpt-image-catalog-{suffix}": ["catalog"],
+        f"wpt-image-registrator-{suffix}": ["registrator", "--internal", "consul://127.0.0.1:1"],
+    }
+    try:
+        for name, command in runs.items():
+            run = docker("run", "-d", "--name", name, "--label", "waypost.test=image", "--health-interval", "1s",
+                         "--health-start-period", "1s", "-v", "/var/run/docker.sock:/var/run/docker.sock:ro",
+                         image, *command)
+            assert run.returncode == 0, run.stderr
+        for name in runs:
+            health = _wait_health(name)
+            logs = docker("logs", name).stdout + docker("logs", name).stderr
+            assert health.startswith("healthy"), f"{name} health: {health}\n{logs}"
+    finally:
+        for name in runs:
+            docker("rm", "-f", name)
