@@ -313,3 +313,53 @@ async def test_agent_health_endpoints(server, aio, http):
     assert status == 429 and len(json.loads(text)) == 2
     status, text, _ = await call(http, "GET", server.url + "/v1/agent/health/service/id/none?format=text")
     assert (status, text) == (404, "ServiceId none not found")
+
+
+async def catalog_services(http, url, expr=None):
+    params = {"filter": expr} if expr is not None else {}
+    async with http.get(url + "/v1/catalog/services", params=params) as resp:
+        assert resp.status == 200, await resp.text()
+        return int(resp.headers["X-Consul-Index"]), await resp.json()
+
+
+async def test_catalog_services_filter_applies_per_instance(server, aio, http):
+    """Consul's List Services: the filter runs on each ServiceNode; survivors are grouped by name."""
+    await aio.agent.service.register("web", service_id="web-1", port=1, tags=["v1", "blue"], meta={"team": "core"})
+    await aio.agent.service.register("web", service_id="web-2", port=2, tags=["v2", "green"], meta={"team": "edge"})
+    await aio.agent.service.register("db", service_id="db-1", port=3, tags=["primary"], meta={"team": "core"})
+    body = {"Node": "ext", "Address": "192.0.2.20", "NodeMeta": {"rack": "r9"},
+            "Service": {"Service": "cache", "ID": "cache-1", "Port": 4, "Tags": ["hot"]}}
+    assert (await call(http, "PUT", server.url + "/v1/catalog/register", data=json.dumps(body)))[0] == 200
+    url = server.url
+    idx, everything = await catalog_services(http, url)
+    assert {"web", "db", "cache"} <= set(everything)
+    assert await catalog_services(http, url, 'ServiceMeta.team == "core"') == (
+        idx, {"web": ["blue", "v1"], "db": ["primary"]})
+    assert (await catalog_services(http, url, '"green" in ServiceTags'))[1] == {"web": ["green", "v2"]}
+    assert (await catalog_services(http, url, 'ServiceName == "db"'))[1] == {"db": ["primary"]}
+    assert (await catalog_services(http, url, 'NodeMeta.rack == "r9"'))[1] == {"cache": ["hot"]}
+    assert (await catalog_services(http, url, 'ServiceName == "nothing"'))[1] == {}
+
+
+async def test_catalog_services_bad_filter_is_400(server, http):
+    status, text, _ = await call(http, "GET", server.url + "/v1/catalog/services?filter=ServiceName%20%3D%3D")
+    assert status == 400 and text
+
+
+@pytest.mark.parametrize("path", ["/v1/agent/service/deregister/web1", "/v1/agent/service/maintenance/web1",
+                                  "/v1/agent/service/register"])
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+async def test_put_only_agent_service_paths_answer_405(server, http, path, method):
+    status, text, headers = await call(http, method, server.url + path)
+    assert (status, text) == (405, f"method {method} not allowed")
+    assert headers["Allow"] == "PUT"
+
+
+async def test_put_only_agent_paths_still_take_put_and_get_service_still_works(server, http):
+    body = json.dumps({"Name": "web", "ID": "web1", "Port": 80})
+    assert (await call(http, "PUT", server.url + "/v1/agent/service/register", data=body))[0] == 200
+    assert (await call(http, "GET", server.url + "/v1/agent/service/web1"))[0] == 200
+    assert (await call(http, "PUT", server.url + "/v1/agent/service/maintenance/web1?enable=true"))[0] == 200
+    assert (await call(http, "PUT", server.url + "/v1/agent/service/deregister/web1"))[0] == 200
+    status, text, _ = await call(http, "GET", server.url + "/v1/agent/service/web1")
+    assert (status, text) == (404, "unknown service ID: web1")

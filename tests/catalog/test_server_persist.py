@@ -192,3 +192,120 @@ async def test_cli_logs_listen_address_and_stops_on_sigterm(tmp_path):
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def _agent_check(http: aiohttp.ClientSession, url: str, cid: str) -> dict:
+    async with http.get(url + "/v1/agent/checks") as resp:
+        return (await resp.json())[cid]
+
+
+async def _ttl_service(http: aiohttp.ClientSession, url: str, ttl: str, *notes: str) -> None:
+    body = {"Name": "beat", "ID": "beat-1", "Port": 1, "Check": {"TTL": ttl}}
+    async with http.put(url + "/v1/agent/service/register", data=json.dumps(body)) as resp:
+        assert resp.status == 200
+    for note in notes:
+        async with http.put(url + "/v1/agent/check/pass/service:beat-1", params={"note": note}) as resp:
+            assert resp.status == 200
+
+
+async def test_ttl_that_expired_while_down_is_critical_after_restart(tmp_path):
+    """Consul's loadCheckState: a TTL whose deadline passed while the agent was down starts critical."""
+    data_dir = str(tmp_path / "d")
+    srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
+    await srv.start()
+    async with aiohttp.ClientSession() as http:
+        await _ttl_service(http, srv.url, "1s", "first", "last words")
+        await srv.stop()
+        await asyncio.sleep(1.3)
+        srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
+        await srv.start()
+        try:
+            chk = await _agent_check(http, srv.url, "service:beat-1")
+            assert chk["Status"] == "critical"
+            assert chk["Output"] == "TTL expired (last output before timeout follows): last words"
+        finally:
+            await srv.stop()
+
+
+async def test_ttl_running_across_restart_keeps_output_and_remaining_time(tmp_path):
+    data_dir = str(tmp_path / "d")
+    srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
+    await srv.start()
+    async with aiohttp.ClientSession() as http:
+        # the second pass changes only the output: it must reach the disk too
+        await _ttl_service(http, srv.url, "4s", "first", "second")
+        await srv.stop()
+        await asyncio.sleep(1.5)
+        srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
+        await srv.start()
+        started = time.monotonic()
+        try:
+            chk = await _agent_check(http, srv.url, "service:beat-1")
+            assert (chk["Status"], chk["Output"]) == ("passing", "second")
+            while chk["Status"] == "passing" and time.monotonic() - started < 6:
+                await asyncio.sleep(0.05)
+                chk = await _agent_check(http, srv.url, "service:beat-1")
+            # about 2.5 s were left of the 4 s TTL; a full TTL would run to 4 s after the restart
+            assert chk["Status"] == "critical" and time.monotonic() - started < 3.5
+            assert chk["Output"] == "TTL expired (last output before timeout follows): second"
+        finally:
+            await srv.stop()
+
+
+async def test_ttl_state_without_deadline_gets_a_full_ttl(tmp_path):
+    """Data dirs written before deadlines were persisted still load: the clock restarts at once."""
+    import sqlite3
+
+    data_dir = str(tmp_path / "d")
+    srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
+    await srv.start()
+    async with aiohttp.ClientSession() as http:
+        await _ttl_service(http, srv.url, "1s", "ok")
+        await srv.stop()
+        with sqlite3.connect(os.path.join(data_dir, "catalog.db")) as db:
+            db.execute("DELETE FROM rows WHERE kind = 'ttl'")
+        await asyncio.sleep(1.2)
+        srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
+        await srv.start()
+        try:
+            chk = await _agent_check(http, srv.url, "service:beat-1")
+            assert (chk["Status"], chk["Output"]) == ("passing", "ok")
+            await asyncio.sleep(1.3)
+            assert (await _agent_check(http, srv.url, "service:beat-1"))["Status"] == "critical"
+        finally:
+            await srv.stop()
+
+
+async def test_deregistered_ttl_check_leaves_no_ttl_row(tmp_path):
+    import sqlite3
+
+    data_dir = str(tmp_path / "d")
+    srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
+    await srv.start()
+    async with aiohttp.ClientSession() as http:
+        await _ttl_service(http, srv.url, "30s", "ok")
+        async with http.put(srv.url + "/v1/agent/service/deregister/beat-1") as resp:
+            assert resp.status == 200
+    await srv.stop()
+    with sqlite3.connect(os.path.join(data_dir, "catalog.db")) as db:
+        assert db.execute("SELECT count(*) FROM rows WHERE kind = 'ttl'").fetchone()[0] == 0
+
+
+async def test_ttl_expired_during_sigkill_downtime_is_critical(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data_dir = str(tmp_path / "data")
+    proc = start_catalog(port, data_dir)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_ready(http, url, proc)
+            await _ttl_service(http, url, "1s", "alive")
+            kill(proc)
+            await asyncio.sleep(1.2)
+            proc = start_catalog(port, data_dir)
+            await wait_ready(http, url, proc)
+            chk = await _agent_check(http, url, "service:beat-1")
+            assert chk["Status"] == "critical"
+            assert chk["Output"] == "TTL expired (last output before timeout follows): alive"
+    finally:
+        kill(proc)

@@ -107,6 +107,17 @@ def _has_tags(svc: dict[str, Any], tags: list[str]) -> bool:
     return all(t.lower() in have for t in tags)
 
 
+def _tags_by_name(instances: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Consul's servicesTagsByName: service instances (``ServiceNode``s) → {name: sorted unique tags}."""
+    out: dict[str, set[str]] = {}
+    names: dict[str, str] = {}
+    for inst in instances:
+        lname = inst["ServiceName"].lower()
+        names.setdefault(lname, inst["ServiceName"])
+        out.setdefault(lname, set()).update(inst["ServiceTags"])
+    return {names[k]: sorted(v) for k, v in sorted(out.items())}
+
+
 async def _json_body(request: web.Request, allow_empty: bool = False) -> Any:
     return decode_json_body(await request.read(), request.path, allow_empty=allow_empty)
 
@@ -482,20 +493,13 @@ class Api:
 
     async def catalog_services(self, request: web.Request) -> web.Response:
         meta = _node_meta(request)
-        if request.query.get("filter"):
-            _filter(request)  # validated; Consul filters catalog/services on ServiceNode fields too
+        pred = _filter(request)
 
         def compute() -> tuple[int, Any]:
-            out: dict[str, set[str]] = {}
-            names: dict[str, str] = {}
-            for (nkey, _), svc in self.store.services.items():
-                if meta and not _meta_ok(self.store.nodes[nkey], meta):
-                    continue
-                lname = svc["Service"].lower()
-                names.setdefault(lname, svc["Service"])
-                out.setdefault(lname, set()).update(svc["Tags"])
-            data = {names[k]: sorted(v) for k, v in sorted(out.items())}
-            return self.store.table_index("nodes", "services"), data
+            instances = [render.catalog_service_json(self.store.nodes[nkey], svc)
+                         for (nkey, _), svc in self.store.services.items()
+                         if not meta or _meta_ok(self.store.nodes[nkey], meta)]
+            return self.store.table_index("nodes", "services"), _tags_by_name(_apply(pred, instances))
 
         idx, data = await self.server.blocking(request, ["t:nodes", "t:services"], compute)
         return self.server.reply(request, data, idx)
@@ -717,6 +721,16 @@ class Api:
 CONSUL_VERSION = "1.17.0"
 
 
+async def _put_only(request: web.Request) -> web.Response:
+    raise web.HTTPMethodNotAllowed(request.method, ["PUT"])
+
+
+def put_only(router: web.UrlDispatcher, path: str, handler: Callable[[web.Request], Any]) -> None:
+    """Route PUT on `path` to `handler` and every other method to Consul's 405 ``method X not allowed``."""
+    router.add_put(path, handler)
+    router.add_route("*", path, _put_only)
+
+
 def add_routes(server: CatalogServer) -> None:
     """Register every endpoint on ``server.app`` (more specific paths first)."""
     api = Api(server)
@@ -727,9 +741,10 @@ def add_routes(server: CatalogServer) -> None:
     get("/v1/agent/metrics", api.agent_metrics, allow_head=False)
     get("/v1/agent/services", api.agent_services, allow_head=False)
     get("/v1/agent/checks", api.agent_checks, allow_head=False)
-    put("/v1/agent/service/register", api.agent_service_register)
-    put("/v1/agent/service/deregister/{id:.+}", api.agent_service_deregister)
-    put("/v1/agent/service/maintenance/{id:.+}", api.agent_service_maintenance)
+    # the GET /v1/agent/service/{id} route below would swallow other methods on these: 405 instead
+    put_only(r, "/v1/agent/service/register", api.agent_service_register)
+    put_only(r, "/v1/agent/service/deregister/{id:.+}", api.agent_service_deregister)
+    put_only(r, "/v1/agent/service/maintenance/{id:.+}", api.agent_service_maintenance)
     get("/v1/agent/service/{id:.+}", api.agent_service, allow_head=False)
     put("/v1/agent/maintenance", api.agent_maintenance)
     put("/v1/agent/check/register", api.agent_check_register)

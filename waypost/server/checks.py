@@ -16,22 +16,50 @@ from typing import Any
 
 import aiohttp
 
+from waypost.server.registration import OUTPUT_MAX
 from waypost.server.store import CRITICAL, PASSING, WARNING, Change, Store
 
 log = logging.getLogger("waypost.catalog.checks")
 
 MIN_INTERVAL = 1.0  # Consul's MinInterval: shorter intervals are raised to this
 DEFAULT_TIMEOUT = 10.0
-OUTPUT_MAX = 4096  # Consul's default check output size
 USER_AGENT = "Consul Health Check"
 
 
-def truncate_output(text: str) -> str:
-    """Keep the last OUTPUT_MAX bytes, as Consul's circular buffer does."""
+def truncate_output(text: str, limit: int = OUTPUT_MAX) -> str:
+    """Keep the last `limit` bytes (the check's OutputMaxSize), as Consul's circular buffer does."""
     data = text.encode("utf-8", "replace")
-    if len(data) <= OUTPUT_MAX:
+    if len(data) <= limit:
         return text
-    return data[-OUTPUT_MAX:].decode("utf-8", "ignore")
+    return data[-limit:].decode("utf-8", "ignore")
+
+
+class StatusGate:
+    """Consul's StatusHandler: a status reaches the catalog only after SuccessBeforePassing
+    successes (passing or warning) or FailuresBeforeCritical failures in a row; from
+    FailuresBeforeWarning failures on, a failure shows as warning. Counters start at their
+    thresholds, so the first result after (re)start is reported at once."""
+
+    def __init__(self, definition: dict[str, Any]) -> None:
+        self.success_before = int(definition.get("SuccessBeforePassing") or 0)
+        self.failures_before_critical = int(definition.get("FailuresBeforeCritical") or 0)
+        self.failures_before_warning = int(definition.get("FailuresBeforeWarning") or 0)
+        self.successes = self.success_before
+        self.failures = self.failures_before_critical
+
+    def status(self, status: str) -> str | None:
+        """The status to report for one probe result, or None to keep the current one."""
+        if status in (PASSING, WARNING):
+            self.successes += 1
+            self.failures = 0
+            return status if self.successes >= self.success_before else None
+        self.failures += 1
+        self.successes = 0
+        if self.failures >= self.failures_before_critical:
+            return status
+        if self.failures >= self.failures_before_warning:
+            return WARNING
+        return None
 
 
 def _os_reason(exc: BaseException) -> str:
@@ -57,16 +85,18 @@ async def probe_http(session: aiohttp.ClientSession, definition: dict[str, Any])
     try:
         async with session.request(
             method, url, headers=headers, data=(definition.get("Body") or None),
-            timeout=aiohttp.ClientTimeout(total=timeout), ssl=ssl_ctx, allow_redirects=True,
+            timeout=aiohttp.ClientTimeout(total=timeout), ssl=ssl_ctx,
+            allow_redirects=not definition.get("DisableRedirects"),
         ) as resp:
             body = await resp.content.read(64 * 1024)
             output = f"HTTP {method} {url}: {resp.status} {resp.reason or ''} Output: " + body.decode(
                 "utf-8", "replace")
+            limit = definition.get("OutputMaxSize") or OUTPUT_MAX
             if 200 <= resp.status <= 299:
-                return PASSING, truncate_output(output)
+                return PASSING, truncate_output(output, limit)
             if resp.status == 429:
-                return WARNING, truncate_output(output)
-            return CRITICAL, truncate_output(output)
+                return WARNING, truncate_output(output, limit)
+            return CRITICAL, truncate_output(output, limit)
     except TimeoutError:
         return CRITICAL, f'{verb} "{url}": context deadline exceeded (Client.Timeout exceeded while awaiting headers)'
     except aiohttp.InvalidURL:
@@ -181,6 +211,8 @@ class CheckRunner:
                 delay = random.uniform(0, max(definition["Interval"], MIN_INTERVAL)) if initial else 0.0
                 task = asyncio.create_task(self._probe_loop(cid, definition, delay), name=f"check {cid}")
                 self._tasks[cid] = (definition, task)
+            elif kind == "ttl" and initial:
+                self._resume_ttl(cid, definition["TTL"], self.store.ttl_state.pop(cid, None))
             elif kind == "ttl":
                 # a changed registration restarts the clock with its (maybe new) TTL, as Consul's addCheck
                 self._arm_ttl(cid, definition["TTL"])
@@ -198,6 +230,7 @@ class CheckRunner:
 
     async def _probe_loop(self, cid: str, definition: dict[str, Any], delay: float) -> None:
         interval = max(definition["Interval"], MIN_INTERVAL)
+        gate = StatusGate(definition)
         if delay:
             await asyncio.sleep(delay)
         while True:
@@ -215,7 +248,9 @@ class CheckRunner:
                 status, output = CRITICAL, f"probe error: {exc}"
             if (self.store.node_key, cid) not in self.store.checks:
                 return
-            self._report(cid, status, output)
+            gated = gate.status(status)
+            if gated is not None:
+                self._report(cid, gated, output)
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     # ---- TTL ----------------------------------------------------------------------------------
@@ -226,6 +261,22 @@ class CheckRunner:
             old.cancel()
         loop = asyncio.get_running_loop()
         self._ttl_timers[cid] = loop.call_later(ttl, self._ttl_expired, cid)
+
+    def _resume_ttl(self, cid: str, ttl: float, saved: dict[str, Any] | None) -> None:
+        """Restart a TTL clock after a restart from its persisted deadline, as Consul's loadCheckState:
+        a deadline that passed while the catalog was down makes the check critical at once."""
+        if saved is None:  # data written before deadlines were persisted
+            self._arm_ttl(cid, ttl)
+            return
+        output = str(saved.get("Output") or "")
+        self._ttl_last_output[cid] = output
+        remaining = float(saved.get("Deadline") or 0.0) - time.time()
+        if remaining <= 0:
+            self._ttl_expired(cid)
+            return
+        chk = self.store.checks[(self.store.node_key, cid)]
+        self.store.set_check_status(self.store.node_name, cid, chk["Status"], output)
+        self._arm_ttl(cid, remaining)
 
     def _ttl_expired(self, cid: str) -> None:
         self._ttl_timers.pop(cid, None)
@@ -240,7 +291,7 @@ class CheckRunner:
     def update_ttl(self, cid: str, status: str, output: str) -> Change | None:
         """A pass/warn/fail/update call: set the status and restart the TTL clock."""
         definition = self.store.check_defs[(self.store.node_key, cid)]
-        output = truncate_output(output)
+        output = truncate_output(output, definition.get("OutputMaxSize") or OUTPUT_MAX)
         self._ttl_last_output[cid] = output
         if self._started:
             self._arm_ttl(cid, definition["TTL"])
@@ -248,7 +299,8 @@ class CheckRunner:
             self._critical_since.setdefault(cid, time.monotonic())
         else:
             self._critical_since.pop(cid, None)
-        return self.store.set_check_status(self.store.node_name, cid, status, output)
+        deadline = time.time() + definition["TTL"]
+        return self.store.set_check_status(self.store.node_name, cid, status, output, ttl_deadline=deadline)
 
     # ---- DeregisterCriticalServiceAfter -------------------------------------------------------
 

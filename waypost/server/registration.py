@@ -1,7 +1,7 @@
 """Turn Consul registration bodies (agent service/check register, catalog register) into records.
 
 Validation follows Consul's rules and wording; what Consul accepts but this catalog cannot do
-(script, gRPC, Docker, alias… checks; Connect proxies) is a 400 that says so.
+(script, gRPC, Docker, alias… checks; TLSServerName; Connect proxies and sidecars) is a 400 that says so.
 """
 
 from __future__ import annotations
@@ -13,11 +13,15 @@ from typing import Any
 from waypost.server.http_util import Fields, bad_request, format_duration
 from waypost.server.store import CRITICAL, SERF_CHECK_ID, VALID_STATUSES
 
+OUTPUT_MAX = 4096  # Consul's default check output size (checks.DefaultBufSize)
+
 UNSUPPORTED_CHECK_FIELDS = {
     "args": "script", "scriptargs": "script", "script": "script", "dockercontainerid": "Docker",
     "grpc": "gRPC", "h2ping": "H2PING", "udp": "UDP", "aliasnode": "alias", "aliasservice": "alias",
     "osservice": "OS service",
 }
+# check options Consul accepts that this catalog cannot honour: a 400 naming the field, never ignored
+UNSUPPORTED_CHECK_OPTIONS = ("TLSServerName",)
 META_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 META_MAX_PAIRS = 64
 META_KEY_MAX = 128
@@ -64,6 +68,9 @@ def build_check(f: Fields, node: str, default_id: str, default_name: str, servic
         if f.has(field_name) and f.raw(field_name) not in ("", [], False):
             raise bad_request(f"Invalid check: {kind} checks are not supported by the waypost catalog "
                               "(use HTTP, TCP or TTL checks)")
+    for option in UNSUPPORTED_CHECK_OPTIONS:
+        if f.has(option) and f.raw(option) not in ("", [], False):
+            raise bad_request(f"Invalid check: {option} is not supported by the waypost catalog")
     http = f.str("HTTP")
     tcp = f.str("TCP")
     interval = f.duration("Interval")
@@ -102,6 +109,9 @@ def build_check(f: Fields, node: str, default_id: str, default_name: str, servic
         "Timeout": timeout,
         "TTL": ttl,
         "DeregisterCriticalServiceAfter": deregister_after,
+        "DisableRedirects": f.bool("DisableRedirects"),
+        "OutputMaxSize": _output_max_size(f),
+        **_thresholds(f),
     }
     check_id = f.str("CheckID") or f.str("ID") or default_id
     if check_id == SERF_CHECK_ID:
@@ -129,7 +139,7 @@ def build_check(f: Fields, node: str, default_id: str, default_name: str, servic
             "Header": header or None,
             "Method": definition["Method"],
             "Body": definition["Body"],
-            "TLSServerName": f.str("TLSServerName"),
+            "TLSServerName": "",
             "TLSSkipVerify": definition["TLSSkipVerify"],
             "TCP": tcp,
         },
@@ -138,12 +148,42 @@ def build_check(f: Fields, node: str, default_id: str, default_name: str, servic
     return record, definition
 
 
+def _output_max_size(f: Fields) -> int:
+    """Consul's OutputMaxSize: 0 means its default (4096 bytes); negative is refused."""
+    size = f.int("OutputMaxSize")
+    if size < 0:
+        raise bad_request("Invalid check: OutputMaxSize must be positive")
+    return size or OUTPUT_MAX
+
+
+def _thresholds(f: Fields) -> dict[str, int]:
+    """The StatusHandler counters; FailuresBeforeWarning defaults to FailuresBeforeCritical."""
+    out = {name: f.int(name) for name in ("SuccessBeforePassing", "FailuresBeforeCritical",
+                                          "FailuresBeforeWarning")}
+    for name, value in out.items():
+        if value < 0:
+            raise bad_request(f"Invalid check: {name} must be >= 0")
+    if not out["FailuresBeforeWarning"]:
+        out["FailuresBeforeWarning"] = out["FailuresBeforeCritical"]
+    return out
+
+
+def _reject_connect(f: Fields) -> None:
+    connect = f.raw("Connect")
+    if connect in (None, {}):
+        return
+    what = "Connect.SidecarService" if isinstance(connect, dict) and any(
+        k.lower().replace("_", "") == "sidecarservice" for k in connect) else "Connect"
+    raise bad_request(f"Invalid service: {what} is not supported by the waypost catalog (no Connect service mesh)")
+
+
 def build_service(f: Fields) -> dict[str, Any]:
     """The service part of a registration (agent body or catalog ``Service``)."""
     name = f.str("Name") or f.str("Service")
     if f.str("Kind"):
         raise bad_request(f"Invalid service Kind {f.str('Kind')!r}: the waypost catalog supports only "
                           "typical services (no Connect proxies or gateways)")
+    _reject_connect(f)
     address = f.str("Address")
     if _is_any_address(address):
         raise bad_request("Invalid service address")

@@ -125,6 +125,8 @@ class Store:
         self._node_checks: dict[NodeKey, set[str]] = {}  # every check ID on the node
         self._svc_checks: dict[ServiceKey, set[str]] = {}  # check IDs attached to one service
         self.local_check_changes: set[str] = set()  # local check IDs the check runner must look at
+        # persisted TTL clocks of local checks ({"Deadline": wall-clock seconds, "Output": …}), as loaded
+        self.ttl_state: dict[str, dict[str, Any]] = {}
         self.kv: dict[str, dict[str, Any]] = {}
         self._kv_sorted: list[str] | None = None
         self.kv_tombstones: dict[str, int] = {}
@@ -420,6 +422,7 @@ class Store:
         self._index_check(ckey, rec, old)
         if node == self.node_key:
             self.local_check_changes.add(ckey[1])
+            self._drop_ttl_state(tx, ckey)
         if definition is None:
             self.check_defs.pop(ckey, None)
         else:
@@ -442,10 +445,16 @@ class Store:
         self._index_check(ckey, None, chk)
         if ckey[0] == self.node_key:
             self.local_check_changes.add(ckey[1])
+            self._drop_ttl_state(tx, ckey)
         self.check_defs.pop(ckey, None)
         tx.put("check", _row_key(*ckey), None)
         tx.touch_table("checks")
         self._touch_for_check(tx, ckey[0], chk)
+
+    def _drop_ttl_state(self, tx: _Tx, ckey: CheckKey) -> None:
+        """A (re)registered or removed check restarts its TTL clock, so its saved deadline goes."""
+        self.ttl_state.pop(ckey[1], None)
+        tx.ops.append(("ttl", _row_key(*ckey), None))
 
     def register_check(self, node: str, chk: dict[str, Any], definition: dict[str, Any] | None) -> Change | None:
         tx = _Tx(self)
@@ -460,23 +469,32 @@ class Store:
         self._remove_check(tx, ckey)
         return tx.finish()
 
-    def set_check_status(self, node: str, check_id: str, status: str, output: str) -> Change | None:
+    def set_check_status(self, node: str, check_id: str, status: str, output: str,
+                         ttl_deadline: float | None = None) -> Change | None:
         """A check's new result. Output-only changes are kept without moving any index, like
-        Consul's deferred output sync, so chatty HTTP bodies do not wake every watcher."""
+        Consul's deferred output sync, so chatty HTTP bodies do not wake every watcher.
+
+        ``ttl_deadline`` (wall-clock seconds) is a TTL check's new expiry: it is persisted with the
+        output even when nothing else changes (then the Change moves no index), as Consul's
+        persistCheckState, so a restart knows whether the TTL ran out meanwhile."""
         ckey = (node.lower(), check_id)
         chk = self.checks.get(ckey)
         if chk is None:
             return None
+        ttl_op = None if ttl_deadline is None else (
+            "ttl", _row_key(*ckey), {"Deadline": ttl_deadline, "Output": output})
         if chk["Status"] == status:
             if chk["Output"] != output:
                 chk["Output"] = output
                 self._health_changed_for_check(ckey[0], chk)
-            return None
+            return None if ttl_op is None else Change(self.index, [ttl_op])
         tx = _Tx(self)
         chk["Status"] = status
         chk["Output"] = output
         chk["ModifyIndex"] = tx.index
         tx.put("check", _row_key(*ckey), {"check": chk, "def": self.check_defs.get(ckey)})
+        if ttl_op is not None:
+            tx.ops.append(ttl_op)
         tx.touch_table("checks")
         self._touch_for_check(tx, ckey[0], chk)
         return tx.finish()
@@ -599,6 +617,10 @@ class Store:
                 self._index_check((node, cid), row["check"], None)
                 if row.get("def") is not None:
                     self.check_defs[(node, cid)] = row["def"]
+        for key, row in rows.get("ttl", []):
+            node, _, cid = key.partition("\x00")
+            if node == self.node_key and (node, cid) in self.checks:
+                self.ttl_state[cid] = row
         for key, rec in rows.get("kv", []):
             self.kv[key] = rec
         self._kv_sorted = None
