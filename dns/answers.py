@@ -41,12 +41,16 @@ from waypost.dns.wire import (
     tc_key,
     try_encode,
     valid_label,
+    valid_name,
 )
 
 log = logging.getLogger("waypost.dns.answers")
 
 Typed = dict[int, "Answers | RingAnswers"]
 Entry = dict[bytes | None, "Prebuilt | Ring"]
+
+ARPA = encode_name("arpa")
+NODE_PTR, SERVICE_PTR = 0, 1  # a PTR target's precedence: any node's name before any service's
 
 
 def unique(records: Iterable[bytes | None]) -> list[bytes]:
@@ -88,7 +92,7 @@ class AnswerTable:
         self._facts: Counter[tuple] = Counter()
         self._service_facts: dict[str, set[tuple]] = {}
         self._node_addrs: dict[str, set[str]] = {}
-        self._ptr_targets: dict[str, set[str]] = {}
+        self._ptr_targets: dict[str, set[tuple[int, str]]] = {}  # address → {(precedence, target)}
         self._derived: set[bytes] = set()
         self._static: set[bytes] = set()
         self._synth: dict[bytes, Entry] = {}
@@ -185,9 +189,10 @@ class AnswerTable:
                             "(use letters, digits and '-')", service)
         for inst in everything or healthy:
             node = inst.node.lower()
-            if node and valid_label(node) and inst.node_address:
+            target = self._node_target(node)
+            if target and inst.node_address:
                 facts.add(("node", node, inst.node_address))
-                facts.add(("ptr", inst.node_address, f"{node}.node.{self.dc}.{self.domain}"))
+                facts.add(("ptr", inst.node_address, NODE_PTR, target))
         for old in self._own.pop(service, set()) - set(own):
             if self._owner.get(old) == service:
                 del self._owner[old]
@@ -200,13 +205,22 @@ class AnswerTable:
             self._own[service] = set(own)
         self._apply_facts(service, facts)
 
+    def _node_target(self, node: str) -> str | None:
+        """``<node>.node.<dc>.<domain>`` (the name SRV and PTR records give a node), or None when
+        ``node`` can't be named: empty, a part not a valid label, or the name too long. Node names
+        may have dots (``host.example.com``): Consul joins the labels before ``node``."""
+        if not node or not valid_name(node):
+            return None
+        target = f"{node}.node.{self.dc}.{self.domain}"
+        return target if try_encode(target) is not None else None
+
     def _service_names(self, svc: str, healthy: Sequence[Instance], facts: set[tuple]) -> dict[bytes, dict]:
         ttl = self.config.ttl_for(svc)
         records = {inst.id: self._instance_records(svc, inst, ttl, facts) for inst in healthy}
         groups: dict[str, list[Instance]] = {"": list(healthy)}
         for inst in healthy:
             for tag in {t.lower() for t in inst.tags}:
-                if valid_label(tag):
+                if valid_name(tag):  # dots allowed: Consul joins the labels before the service's
                     groups.setdefault(tag, []).append(inst)
         names: dict[bytes, dict] = {}
         for tag, members in groups.items():
@@ -222,11 +236,13 @@ class AnswerTable:
         As in Consul: ``_<svc>._tcp`` means every instance and any other ``_<svc>._<tag>`` filters
         on the tag (so ``_<svc>._udp`` is the instances tagged ``udp``); RFC 2782 names also work
         without the ``service`` label, for SRV only (other types: NXDOMAIN, see :meth:`_srv_only`).
+        A tag with dots (``1.4.2``) has no RFC 2782 name: Consul reads those only with one label
+        each side.
         """
         if not tag:
             return [(f"{svc}.service", None), (f"_{svc}._tcp.service", f"_{svc}._tcp")]
-        if tag == "tcp":
-            return [(f"tcp.{svc}.service", None)]
+        if tag == "tcp" or "." in tag:
+            return [(f"{tag}.{svc}.service", None)]
         return [(f"{tag}.{svc}.service", None), (f"_{svc}._{tag}.service", f"_{svc}._{tag}")]
 
     def _add_names(self, names: dict[bytes, dict], base: str, srv_alias: str | None,
@@ -254,28 +270,30 @@ class AnswerTable:
         address = inst.address or inst.node_address
         record = addr_rr(QPTR, address, ttl)
         cname = None
-        if record is not None:  # Consul's PTR target for a service address names the datacenter
-            facts.add(("ptr", address, f"{svc}.service.{self.dc}.{self.domain}"))
-        elif address and (target := try_encode(address)) is not None and len(target) > 1:
+        if record is not None and inst.address:
+            # Consul's handlePtr matches a service on its own address (not its node's), and names
+            # it with the datacenter
+            facts.add(("ptr", address, SERVICE_PTR, f"{svc}.service.{self.dc}.{self.domain}"))
+        elif record is None and address and (target := try_encode(address)) is not None and len(target) > 1:
             cname = rr(QPTR, CNAME, ttl, target)
-        target_name, target_ttl = self._srv_target(inst, address, ttl, facts)
-        target_wire = try_encode(target_name)
+        target_wire = try_encode(self._srv_target(inst, address, facts))
         if target_wire is None:
             return InstanceRecords(record, cname, None, None)
         srv = rr(QPTR, SRV, ttl, struct.pack("!HHH", 1, inst.weight, inst.port) + target_wire)
-        return InstanceRecords(record, cname, srv, addr_rr(target_wire, address, target_ttl))
+        # the glue has the service's TTL whatever the target, as Consul's makeRecordFromServiceNode
+        return InstanceRecords(record, cname, srv, addr_rr(target_wire, address, ttl))
 
-    def _srv_target(self, inst: Instance, address: str, ttl: int, facts: set[tuple]) -> tuple[str, int]:
+    def _srv_target(self, inst: Instance, address: str, facts: set[tuple]) -> str:
         """Consul's SRV target: the node name when the service uses the node's address, else
         ``<hex>.addr.<dc>.<domain>``; a hostname address is used as the target itself."""
-        node = inst.node.lower()
-        if node and valid_label(node) and (not inst.address or inst.address == inst.node_address):
-            return f"{node}.node.{self.dc}.{self.domain}", self.config.node_ttl
+        node_target = self._node_target(inst.node.lower())
+        if node_target and (not inst.address or inst.address == inst.node_address):
+            return node_target
         hexed = hex_addr(address)
         if hexed is None:
-            return address, ttl
+            return address
         facts.add(("addr", hexed, address))
-        return f"{hexed}.addr.{self.dc}.{self.domain}", ttl
+        return f"{hexed}.addr.{self.dc}.{self.domain}"
 
     def _service_answers(self, members: Sequence[InstanceRecords]) -> Typed:
         """Answers by query type for one group of instances.
@@ -336,7 +354,7 @@ class AnswerTable:
             return "node", fact[1]
         if kind == "ptr":
             targets = self._ptr_targets.setdefault(fact[1], set())
-            (targets.add if present else targets.discard)(fact[2])
+            (targets.add if present else targets.discard)((fact[2], fact[3]))
             return "ptr", fact[1]
         if kind == "addr":
             return "addr", fact[1] + "|" + fact[2]
@@ -375,21 +393,28 @@ class AnswerTable:
             records = [r for r in (addr_rr(QPTR, a, node_ttl) for a in addrs) if r is not None]
             self._put_derived_forms(f"{key}.node", self._address_answers(records), bool(records))
         elif kind == "ptr":
-            targets = sorted(self._ptr_targets.get(key, ()))
-            if not targets:
-                self._ptr_targets.pop(key, None)
-            name = reverse_name(key)
-            if name is None:
-                return
-            records = [rr(QPTR, PTR, node_ttl, encode_name(t)) for t in targets]
-            self._put_derived_name(name, {PTR: fixed(records), ANY: fixed(records)}, bool(records))
+            self._rebuild_ptr(key)
         elif kind == "addr":
             hexed, address = key.split("|", 1)
             present = ("addr", hexed, address) in self._facts
-            typed = self._address_answers([r for r in [addr_rr(QPTR, address, self.config.service_ttl)] if r])
+            typed = self._address_answers([r for r in [addr_rr(QPTR, address, node_ttl)] if r])
             self._put_derived_forms(f"{hexed}.addr", typed, present)
         else:
             self._put_derived_name(key, None, ("ent", key) in self._facts)
+
+    def _rebuild_ptr(self, address: str) -> None:
+        """One PTR for an address, as Consul's handlePtr: a node's name when a node has the address,
+        else a service registered with it (the first by name, so the answer doesn't change from one
+        query to the next, and stays one record whatever the number of services)."""
+        targets = self._ptr_targets.get(address)
+        if not targets:
+            self._ptr_targets.pop(address, None)
+        name = reverse_name(address)
+        if name is None:
+            return
+        wire = next((w for _, t in sorted(targets or ()) if (w := try_encode(t)) is not None), None)
+        records = [rr(QPTR, PTR, self.config.node_ttl, wire)] if wire else []
+        self._put_derived_name(name, {PTR: fixed(records), ANY: fixed(records)}, bool(records))
 
     def _address_answers(self, records: list[bytes]) -> Typed:
         v4 = [r for r in records if r[3] == A]
@@ -406,39 +431,30 @@ class AnswerTable:
 
     def in_domain(self, wire: bytes) -> bool:
         """Whether a lower-case wire name is the domain or below it."""
-        dw = self.domain_wire
-        if not wire.endswith(dw):
-            return False
-        stop = len(wire) - len(dw)
-        if stop == 0:
-            return True
-        # the suffix must start at a label boundary: walk the labels to be sure
-        pos = 0
-        while pos < stop:
-            if wire[pos] > 63:
-                return False
-            pos += wire[pos] + 1
-        return pos == stop
+        return below(wire, self.domain_wire)
 
     def miss(self, wire: bytes) -> Entry | None:
         """The entry for a lower-case wire name not in ``names``: a synthesised ``.addr`` answer,
-        NXDOMAIN for other names in the domain, None outside it."""
-        if not self.in_domain(wire):
-            return None
-        return self._synth_addr(wire) or self._nx_entry
+        NXDOMAIN for other names in the domain and (without recursion) for reverse names, None for
+        the names to forward (or refuse)."""
+        if self.in_domain(wire):
+            return self._synth_addr(wire) or self._nx_entry
+        if not self.ra and below(wire, ARPA):
+            # Consul's handlePtr: an address it doesn't know is NXDOMAIN (with the SOA) when it has
+            # no recursor to ask; refusing would tell the client it may not ask at all
+            return self._nx_entry
+        return None
 
     def lookup(self, wire: bytes, qtype: int) -> Prebuilt | None:
-        """The answer for a lower-case wire name, or None when the name is outside the domain
-        (and not a registered address's PTR name)."""
-        key = tc_key(qtype)
+        """The answer for a lower-case wire name, or None when it is to be forwarded (or refused):
+        outside the domain, and not a registered address's PTR name nor (without recursion) any
+        other reverse name."""
         entry = self.names.get(wire)
-        if entry is None and self.in_domain(wire):
-            entry = self._synth_addr(wire)
-            if entry is None:
-                return self.nxdomain
         if entry is None:
-            return None
-        return entry.get(key) or entry[None]
+            entry = self.miss(wire)
+            if entry is None:
+                return None
+        return entry.get(tc_key(qtype)) or entry[None]
 
     def _synth_addr(self, wire: bytes) -> dict | None:
         """``<hex>.addr[.<dc>[.dc]].<domain>`` for any address, registered or not (cached)."""
@@ -455,7 +471,7 @@ class AnswerTable:
                     address = str(ipaddress.ip_address(packed))
                 except ValueError:
                     return None
-                records = [r for r in [addr_rr(QPTR, address, self.config.service_ttl)] if r]
+                records = [r for r in [addr_rr(QPTR, address, self.config.node_ttl)] if r]
                 entry = self._entry(len(wire), self._address_answers(records))
                 if len(self._synth) > 4096:
                     self._synth.clear()
@@ -465,6 +481,22 @@ class AnswerTable:
 
     def service_names(self) -> Iterable[bytes]:
         return self._owner.keys()
+
+
+def below(wire: bytes, suffix: bytes) -> bool:
+    """Whether a lower-case wire name is ``suffix`` (a wire name) or a name below it."""
+    if not wire.endswith(suffix):
+        return False
+    stop = len(wire) - len(suffix)
+    if stop == 0:
+        return True
+    # the suffix must start at a label boundary: walk the labels to be sure
+    pos = 0
+    while pos < stop:
+        if wire[pos] > 63:
+            return False
+        pos += wire[pos] + 1
+    return pos == stop
 
 
 def _srv_sections(order: Sequence[tuple[bytes, bytes | None]]) -> Sections:

@@ -3,9 +3,11 @@
 The client's query is sent as-is (its ID, EDNS and flags) to each upstream in order, over UDP for
 UDP clients and TCP for TCP clients (a truncated UDP answer is passed on, so the client retries
 over TCP). The first answer with the same ID and RCODE NOERROR or NXDOMAIN wins; any other RCODE
-(SERVFAIL, REFUSED, ...) moves on to the next upstream, as Consul does, so only the last upstream's
-failing answer reaches the client. ``forward`` returns None when the last upstream gave no answer
-(timeout, socket error), so the server can answer SERVFAIL.
+(SERVFAIL, REFUSED, NOTIMP, ...) moves on to the next upstream, as Consul's ``handleRecurse`` does.
+When no upstream gives such an answer (each failed, timed out or could not be reached) ``forward``
+returns None and the server answers SERVFAIL with RA itself, as Consul does: an upstream's failing
+answer is never passed on, because a REFUSED from upstream would look to the client like Waypost
+refusing it recursion (an ACL answer), when it is the upstream that failed.
 """
 
 from __future__ import annotations
@@ -71,9 +73,8 @@ class Recursor:
         return any(ip.version == net.version and ip in net for net in self.allow_from)
 
     async def forward(self, query: bytes, tcp: bool = False) -> bytes | None:
-        """The first upstream's NOERROR or NXDOMAIN answer to ``query``; when none gives one, the last
-        upstream's answer (e.g. its SERVFAIL), or None when that one did not answer at all."""
-        answer: bytes | None = None
+        """The first upstream's NOERROR or NXDOMAIN answer to ``query``, or None when no upstream
+        gave one (every one failed, timed out or was unreachable)."""
         for host, port in self.upstreams:
             answer = await self._ask(host, port, query, tcp)
             if answer is None:
@@ -84,7 +85,7 @@ class Recursor:
                 return answer
             log.debug("recursor %s:%d answered %s", host, port, RCODE.get(rcode, rcode))
         self.failed += 1
-        return answer
+        return None
 
     async def _ask(self, host: str, port: int, query: bytes, tcp: bool) -> bytes | None:
         """One upstream's answer, or None on a timeout or socket error."""

@@ -25,7 +25,7 @@ from waypost.dns.batch import BatchSocket, parse_sockaddr
 from waypost.dns.config import DnsConfig
 from waypost.dns.metrics import DnsCollector, DnsStats, make_registry, stat_key
 from waypost.dns.pools import Chase, Prebuilt, Ring
-from waypost.dns.recursor import ACCEPTED_RCODES, Recursor
+from waypost.dns.recursor import Recursor
 from waypost.dns.view import CatalogView
 from waypost.dns.wire import (
     AAAA,
@@ -477,14 +477,13 @@ class DnsServer:
 
     async def _recurse(self, data: bytes, tcp: bool, job: _Recurse, send) -> None:  # type: ignore[no-untyped-def]
         answer = await self.recursor.forward(data, tcp)
-        if answer is None:
+        if answer is None:  # every upstream failed: our own SERVFAIL, never an upstream's REFUSED
             self.stats.events["recursion_failed"] += 1
             self.stats.answers[(job.key, SERVFAIL)] += 1
             answer = _error(data, SERVFAIL, job.question, job.edns, ra=True)
         else:
-            rcode = answer[3] & 0x0F
-            self.stats.events["recursion_forwarded" if rcode in ACCEPTED_RCODES else "recursion_failed"] += 1
-            self.stats.answers[(job.key, rcode)] += 1
+            self.stats.events["recursion_forwarded"] += 1
+            self.stats.answers[(job.key, answer[3] & 0x0F)] += 1
         with contextlib.suppress(Exception):
             send(answer)
 

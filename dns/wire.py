@@ -103,6 +103,11 @@ def valid_label(label: str) -> bool:
     return bool(LABEL_RE.match(label))
 
 
+def valid_name(name: str) -> bool:
+    """Whether every dot-separated part of ``name`` is a valid label (none empty)."""
+    return all(map(valid_label, name.split(".")))
+
+
 @functools.lru_cache(maxsize=4096)
 def _head(flags: int, rcode: int, rd: int, counts: tuple[int, int, int], tc: bool = False) -> bytes:
     b2 = 0x80 | (flags & 0x04) | (0x02 if tc else 0) | rd

@@ -133,14 +133,53 @@ async def test_servfail_and_refused_upstreams_move_on_to_the_next(make_dns) -> N
         nx_first = await make_dns(view(), recursors=(("127.0.0.9", nx_port), ("127.0.0.8", good_port)))
         assert (await ask(nx_first, "gone.example.org")).rcode() == dns.rcode.NXDOMAIN
         assert len(good.queries) == 2
-        # when every upstream fails, the client gets the last one's answer
-        for order, last in (((lame_up, refusing_up), dns.rcode.REFUSED), ((refusing_up, lame_up), dns.rcode.SERVFAIL)):
-            failing = await make_dns(view(), recursors=order)
-            msg = await ask(failing, "nowhere.example.org")
-            assert msg.rcode() == last and msg.id and msg.question[0].name.to_text() == "nowhere.example.org."
-            assert failing.stats.events["recursion_failed"] == 1
     finally:
         for c in c1 + c2 + c3 + c4:
+            c.close()
+
+
+async def test_every_upstream_failing_is_our_own_servfail(make_dns) -> None:
+    """Consul's handleRecurse: no upstream's failing RCODE reaches the client, it gets SERVFAIL with
+    RA (an upstream's REFUSED passed on would read as Waypost refusing the client)."""
+    refusing, refusing_port, c1 = await start_upstream("127.0.0.12", "", rcode=dns.rcode.REFUSED)
+    lame, lame_port, c2 = await start_upstream("127.0.0.13", "", rcode=dns.rcode.SERVFAIL)
+    notimp, notimp_port, c3 = await start_upstream("127.0.0.14", "", rcode=dns.rcode.NOTIMP)
+    refusing_up, lame_up, notimp_up = ("127.0.0.12", refusing_port), ("127.0.0.13", lame_port), ("127.0.0.14", notimp_port)
+    silent = ("127.0.0.12", dead_udp_port("127.0.0.12"))
+    try:
+        orders = ((refusing_up,), (lame_up, refusing_up), (refusing_up, notimp_up), (notimp_up,), (silent, refusing_up),
+                  (refusing_up, silent))
+        for order in orders:
+            failing = await make_dns(view(), recursors=order, recursor_timeout=0.3)
+            for i, kwargs in enumerate(({}, {"tcp": True}, {"use_edns": 0})):
+                msg = await ask(failing, f"nowhere{i}.example.org", **kwargs)
+                assert msg.rcode() == dns.rcode.SERVFAIL, (order, kwargs)
+                assert msg.flags & dns.flags.RA and not msg.flags & dns.flags.AA, (order, kwargs)
+                assert msg.question[0].name.to_text() == f"nowhere{i}.example.org.", (order, kwargs)
+                assert not msg.answer and not msg.authority, (order, kwargs)
+                assert msg.edns == kwargs.get("use_edns", -1), (order, kwargs)
+            assert failing.stats.events["recursion_failed"] == 3, order
+            assert not failing.stats.events["recursion_forwarded"], order
+        assert refusing.queries and lame.queries and notimp.queries
+    finally:
+        for c in c1 + c2 + c3:
+            c.close()
+
+
+async def test_unknown_reverse_names_are_forwarded_when_recursion_is_on(make_dns) -> None:
+    upstream, port, closers = await start_upstream("127.0.0.15", "192.0.2.60")
+    try:
+        server = await make_dns(view(), recursors=(("127.0.0.15", port),),
+                                allow_recursion_from=parse_cidrs(["127.0.0.1/32"]))
+        msg = await ask(server, "9.9.9.10.in-addr.arpa", "A")  # the fake upstream answers A questions
+        assert records(msg) == ["192.0.2.60"] and msg.flags & dns.flags.RA
+        assert [str(q.q.qname) for q in upstream.queries] == ["9.9.9.10.in-addr.arpa."]
+        # a registered address's reverse name is ours, and a client that may not recurse is refused
+        assert records(await ask(server, "1.0.0.10.in-addr.arpa", "PTR"), "PTR") == ["node1.node.dc1.consul."]
+        other = await ask(server, "9.9.9.10.in-addr.arpa", "PTR", source="127.0.0.16")
+        assert other.rcode() == dns.rcode.REFUSED and len(upstream.queries) == 1
+    finally:
+        for c in closers:
             c.close()
 
 
