@@ -2,7 +2,8 @@
 
 Flags follow gliderlabs/registrator's (``-ip`` → ``--ip`` …); every flag also reads
 ``WAYPOST_<FLAG>`` (e.g. ``WAYPOST_RESYNC=60``). A gliderlabs-style registry URI
-(``consul://HOST:PORT``) may be given as the positional argument instead of ``--catalog``.
+(``consul://HOST:PORT``) may be given as the positional argument instead of ``--catalog``, and
+its boolean flags take Go's ``-internal=false`` form too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import sys
+from collections.abc import Callable, Sequence
 
 from waypost.catalog import CatalogClient
 from waypost.config import ConfigError, add_catalog_arguments, catalog_config_from_args
@@ -32,6 +35,11 @@ GLIDERLABS_SPELLINGS = {
 }
 # gliderlabs flags with no job here: accepted, and a warning says why
 UNNEEDED_GLIDERLABS_FLAGS = ("-ttl", "-ttl-refresh")
+# gliderlabs' boolean flags: Go's flag package also takes -internal=false, -cleanup=1 …
+GLIDERLABS_BOOL_FLAGS = ("--internal", "--explicit", "--cleanup")
+# the words Go's strconv.ParseBool accepts
+GO_BOOL_WORDS = {word: True for word in ("1", "t", "T", "TRUE", "true", "True")} | {
+    word: False for word in ("0", "f", "F", "FALSE", "false", "False")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,15 +52,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--node", default="", metavar="NAME",
                        help="this host's identity in service IDs and the waypost-node Meta marker "
                             "(default: the Docker engine's host name)")
-    add_registrator_flags(group, gliderlabs_spellings=True)
+    accept_go_bool_values(parser, add_registrator_flags(group, gliderlabs_spellings=True))
     for flag in UNNEEDED_GLIDERLABS_FLAGS:
         group.add_argument(flag, dest=f"gliderlabs_{flag.strip('-').replace('-', '_')}", default=None,
                            metavar="N", help=argparse.SUPPRESS)
     add_catalog_arguments(parser)
 
 
-def add_registrator_flags(group: argparse._ActionsContainer, gliderlabs_spellings: bool = False) -> None:
-    """The registrator's own flags, shared with `waypost up` (which owns --ip, --node, --catalog)."""
+def add_registrator_flags(group: argparse._ActionsContainer, gliderlabs_spellings: bool = False) -> dict[str, str]:
+    """The registrator's own flags, shared with `waypost up` (which owns --ip, --node, --catalog).
+
+    With `gliderlabs_spellings`, returns each spelling of gliderlabs' boolean flags → its dest, for
+    :func:`accept_go_bool_values` (else nothing: `waypost up` keeps plain on/off flags).
+    """
 
     def names(flag: str) -> tuple[str, ...]:
         alias = GLIDERLABS_SPELLINGS.get(flag) if gliderlabs_spellings else None
@@ -86,6 +98,69 @@ def add_registrator_flags(group: argparse._ActionsContainer, gliderlabs_spelling
                             "instance is critical, so not routed, until Docker calls it healthy)")
     group.add_argument("--docker", default=None, metavar="URL",
                        help="Docker engine URL (default: $DOCKER_HOST, else the local socket)")
+    if not gliderlabs_spellings:
+        return {}
+    return {spelling: flag[2:].replace("-", "_") for flag in GLIDERLABS_BOOL_FLAGS for spelling in names(flag)}
+
+
+def parse_go_bool(spelling: str, value: str) -> bool:
+    """`value` of a Go-style ``-flag=value`` as Go's strconv.ParseBool reads it (ValueError if not)."""
+    try:
+        return GO_BOOL_WORDS[value]
+    except KeyError:
+        accepted = ", ".join(GO_BOOL_WORDS)
+        raise ValueError(f"argument {spelling}: invalid boolean value {value!r} (write {spelling} alone "
+                         f"for true, or {spelling}=VALUE with VALUE one of {accepted})") from None
+
+
+def split_go_bool_values(argv: Sequence[str], spellings: dict[str, str]) -> tuple[list[str], dict[str, bool]]:
+    """Take the ``-flag=value`` words of boolean `spellings` (spelling → dest) out of `argv`.
+
+    Returns the other words, and each such flag's dest → its value, as its last occurrence says (a
+    bare ``-flag`` after ``-flag=false`` means true again, as in Go). Words after ``--`` are left alone.
+    """
+    rest: list[str] = []
+    values: dict[str, bool] = {}
+    for index, word in enumerate(argv):
+        if word == "--":
+            rest.extend(argv[index:])
+            break
+        spelling, sep, value = word.partition("=")
+        if spelling not in spellings:
+            rest.append(word)
+        elif sep:
+            values[spellings[spelling]] = parse_go_bool(spelling, value)
+        else:
+            rest.append(word)
+            if spellings[spelling] in values:
+                values[spellings[spelling]] = True
+    return rest, values
+
+
+def accept_go_bool_values(parser: argparse.ArgumentParser, spellings: dict[str, str]) -> None:
+    """Let `parser` take ``-flag=true|false`` … for the on/off `spellings` (spelling → dest).
+
+    argparse cannot give one option both a bare form and an ``=value`` form without also letting
+    it swallow the next word (``-internal consul://…`` must stay a flag and the registry URI), so
+    those words are taken out before parsing and their values set after it; a bad value is an
+    argparse error naming the flag and the accepted values.
+    """
+    if not spellings:
+        return
+    parse_known_args: Callable[..., tuple[argparse.Namespace, list[str]]] = parser.parse_known_args
+
+    def parse_with_go_bools(args: Sequence[str] | None = None,
+                            namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        try:
+            rest, values = split_go_bool_values(sys.argv[1:] if args is None else list(args), spellings)
+        except ValueError as exc:
+            parser.error(str(exc))
+        parsed, extras = parse_known_args(rest, namespace)
+        for dest, value in values.items():
+            setattr(parsed, dest, value)
+        return parsed, extras
+
+    parser.parse_known_args = parse_with_go_bools  # type: ignore[method-assign]
 
 
 def options_from_args(args: argparse.Namespace) -> RegistratorOptions:

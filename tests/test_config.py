@@ -79,3 +79,75 @@ def test_bad_env_values_name_the_variable(env: dict[str, str], match: str) -> No
 def test_parse_hostport_error_shows_the_flags_own_port() -> None:
     with pytest.raises(ConfigError, match=r"--http 'bad': no port; write HOST:PORT, e.g. 127.0.0.1:8500"):
         parse_hostport("bad", flag="--http", example_port=8500)
+
+
+# ---- gliderlabs registry URIs -----------------------------------------------------------------
+
+
+@pytest.fixture
+def no_consul_tls_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("CONSUL_CACERT", "CONSUL_TLSCERT", "CONSUL_TLSKEY", "CONSUL_HTTP_SSL_VERIFY"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(("url", "expected"), [("consul-tls://consul.example:8501", "https://consul.example:8501"),
+                                               ("consul-tls://consul.example", "https://consul.example:443")])
+def test_consul_tls_is_https(url: str, expected: str, no_consul_tls_env, caplog) -> None:
+    caplog.set_level("WARNING", logger="waypost.config")
+    cfg = CatalogConfig.from_url(url)
+    assert (cfg.url, cfg.ca_file, cfg.verify) == (expected, None, True)
+    assert not caplog.records
+
+
+def test_consul_tls_reads_the_ca_from_consul_cacert(no_consul_tls_env) -> None:
+    no_consul_tls_env.setenv("CONSUL_CACERT", "/certs/ca.pem")
+    cfg = CatalogConfig.from_url("consul-tls://10.0.0.5:8501")
+    assert (cfg.scheme, cfg.host, cfg.port, cfg.ca_file) == ("https", "10.0.0.5", 8501, "/certs/ca.pem")
+    assert CatalogConfig.from_url("consul-tls://10.0.0.5:8501", ca_file="/flag/ca.pem").ca_file == "/flag/ca.pem"
+
+
+@pytest.mark.parametrize("names", [("CONSUL_TLSCERT",), ("CONSUL_TLSKEY",), ("CONSUL_TLSCERT", "CONSUL_TLSKEY")])
+def test_consul_tls_client_certificates_are_not_silently_ignored(names: tuple[str, ...], no_consul_tls_env,
+                                                                 caplog) -> None:
+    caplog.set_level("WARNING", logger="waypost.config")
+    for name in names:
+        no_consul_tls_env.setenv(name, f"/certs/{name.lower()}.pem")
+    assert CatalogConfig.from_url("consul-tls://10.0.0.5:8501").url == "https://10.0.0.5:8501"
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert all(name in message for name in names) and "not supported yet" in message
+    assert "verify_incoming" in message and "consul://127.0.0.1:8500" in message  # what to do instead
+
+
+def test_client_certificate_variables_only_matter_to_consul_tls(no_consul_tls_env, caplog) -> None:
+    caplog.set_level("WARNING", logger="waypost.config")
+    no_consul_tls_env.setenv("CONSUL_TLSCERT", "/certs/cert.pem")
+    CatalogConfig.from_url("https://10.0.0.5:8501")  # gliderlabs reads them for consul-tls only
+    CatalogConfig.from_url("consul://10.0.0.5:8500")
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("url", ["consul-unix:///var/run/consul/consul.sock", "consul-unix://consul.sock"])
+def test_consul_unix_says_unix_sockets_are_not_supported(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"--catalog .*unix sockets are not supported.*consul://HOST:PORT"):
+        CatalogConfig.from_url(url)
+
+
+@pytest.mark.parametrize(("url", "named"), [("consul://10.0.0.5:8500?prefix=svc", "query 'prefix=svc'"),
+                                            ("consul://10.0.0.5:8500/?prefix=svc", "query 'prefix=svc'"),
+                                            ("consul://10.0.0.5:8500/services", "path '/services'"),
+                                            ("consul-tls://10.0.0.5:8501/a?b=c", "path '/a', query 'b=c'")])
+def test_dropped_path_or_query_is_named_in_a_warning(url: str, named: str, no_consul_tls_env, caplog) -> None:
+    caplog.set_level("WARNING", logger="waypost.config")
+    cfg = CatalogConfig.from_url(url)
+    assert cfg.host == "10.0.0.5"
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert url in message and named in message and "ignored" in message
+
+
+@pytest.mark.parametrize("url", ["consul://10.0.0.5:8500", "consul://10.0.0.5:8500/", "10.0.0.5:8500",
+                                 "https://10.0.0.5:8501/"])
+def test_plain_urls_warn_about_nothing(url: str, no_consul_tls_env, caplog) -> None:
+    caplog.set_level("WARNING", logger="waypost.config")
+    CatalogConfig.from_url(url)
+    assert not caplog.records

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
+
+log = logging.getLogger("waypost.config")
 
 DEFAULT_CATALOG = "http://127.0.0.1:8500"
+# registry URI scheme → HTTP scheme; consul-tls is gliderlabs/registrator's Consul over TLS
+CATALOG_SCHEMES = {"consul": "http", "http": "http", "https": "https", "consul-tls": "https"}
+# gliderlabs' consul-tls client certificate variables (no client certificates here yet)
+CLIENT_CERT_VARIABLES = ("CONSUL_TLSCERT", "CONSUL_TLSKEY")
 
 
 class ConfigError(ValueError):
@@ -38,26 +45,25 @@ class CatalogConfig:
         ca_file: str | None = None,
         verify: bool | None = None,
     ) -> CatalogConfig:
-        """Parse ``consul://host:port``, ``http://…``, ``https://…`` or a bare ``host:port``.
+        """Parse ``consul://host:port``, ``consul-tls://…``, ``http://…``, ``https://…`` or a bare ``host:port``.
 
         Unset values come from Consul's own environment variables (``CONSUL_HTTP_ADDR``,
-        ``CONSUL_HTTP_TOKEN``, ``CONSUL_CACERT``, ``CONSUL_HTTP_SSL_VERIFY``).
+        ``CONSUL_HTTP_TOKEN``, ``CONSUL_CACERT``, ``CONSUL_HTTP_SSL_VERIFY``). A path, query or
+        fragment in the URL is ignored with a warning.
         """
         raw = url or os.environ.get("CONSUL_HTTP_ADDR") or DEFAULT_CATALOG
         text = raw if "://" in raw else f"http://{raw}"
         parts = urlsplit(text)
-        scheme = {"consul": "http", "http": "http", "https": "https"}.get(parts.scheme)
-        if scheme is None:
-            raise ConfigError(
-                f"--catalog {raw!r}: unknown scheme {parts.scheme!r}; use consul://HOST:PORT, "
-                "http://HOST:PORT or https://HOST:PORT"
-            )
+        scheme = catalog_scheme(raw, parts.scheme)
         try:
             port = parts.port or (443 if scheme == "https" else 8500)
         except ValueError as exc:
             raise ConfigError(f"--catalog {raw!r}: bad port ({exc}); write e.g. consul://127.0.0.1:8500") from exc
         if not parts.hostname:
             raise ConfigError(f"--catalog {raw!r}: no host; write e.g. consul://127.0.0.1:8500")
+        warn_ignored_parts(raw, parts)
+        if parts.scheme == "consul-tls":
+            warn_client_certificates(raw)
         if verify is None:
             verify = os.environ.get("CONSUL_HTTP_SSL_VERIFY", "true").lower() not in ("0", "false", "no")
         return cls(
@@ -68,6 +74,41 @@ class CatalogConfig:
             ca_file=ca_file or os.environ.get("CONSUL_CACERT") or None,
             verify=verify,
         )
+
+
+def catalog_scheme(raw: str, scheme: str) -> str:
+    """The HTTP scheme for registry URI scheme `scheme` of `raw` (ConfigError when unusable)."""
+    if scheme == "consul-unix":
+        raise ConfigError(
+            f"--catalog {raw!r}: unix sockets are not supported; use the agent's HTTP address as "
+            "consul://HOST:PORT, e.g. consul://127.0.0.1:8500"
+        )
+    try:
+        return CATALOG_SCHEMES[scheme]
+    except KeyError:
+        raise ConfigError(
+            f"--catalog {raw!r}: unknown scheme {scheme!r}; use consul://HOST:PORT, "
+            "consul-tls://HOST:PORT, http://HOST:PORT or https://HOST:PORT"
+        ) from None
+
+
+def warn_client_certificates(raw: str) -> None:
+    """Say so when gliderlabs' consul-tls client certificate variables are set: they are not used."""
+    named = [name for name in CLIENT_CERT_VARIABLES if os.environ.get(name)]
+    if named:
+        log.warning(
+            "%s: %s set, but client certificates are not supported yet: the connection is made "
+            "without one (the CA in CONSUL_CACERT is used). An agent with verify_incoming on its "
+            "HTTPS port will refuse it; turn that off for the HTTPS API, or register through the "
+            "agent's local HTTP port (consul://127.0.0.1:8500)", raw, " and ".join(named))
+
+
+def warn_ignored_parts(raw: str, parts: SplitResult) -> None:
+    """Warn about the path, query or fragment of catalog URL `raw`: only scheme, host and port count."""
+    ignored = [f"{what} {value!r}" for what, value in
+               (("path", parts.path.rstrip("/")), ("query", parts.query), ("fragment", parts.fragment)) if value]
+    if ignored:
+        log.warning("--catalog %r: %s ignored (only the scheme, host and port are used)", raw, ", ".join(ignored))
 
 
 def parse_hostport(value: str, default_port: int | None = None, flag: str = "--listen",

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -26,6 +27,10 @@ MAX_CONNECTIONS = 10  # to the engine for inspect/list/info; a resync's burst of
 CONNECTED = "connected"
 DISCONNECTED = "disconnected"
 CONTAINER = "container"
+DEFAULT_SOCKET = "/var/run/docker.sock"
+GLIDERLABS_SOCKET = "/tmp/docker.sock"  # gliderlabs/registrator's run line: -v /var/run/docker.sock:/tmp/docker.sock
+LOCAL_SOCKETS: tuple[str, ...] = (DEFAULT_SOCKET, GLIDERLABS_SOCKET)  # tried in this order
+_announced_fallbacks: set[str] = set()  # local sockets already logged as chosen
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +45,39 @@ class DockerEvent:
     detail: str = ""  # e.g. "healthy" for "health_status: healthy", or the error text
 
 
+def choose_socket(candidates: Sequence[str], exists: Callable[[str], bool]) -> str:
+    """The first of `candidates` that `exists`, else the first one (so errors name the usual path)."""
+    return next((path for path in candidates if exists(path)), candidates[0])
+
+
+def resolve_docker_url(docker_url: str | None) -> str | None:
+    """`docker_url`, or a fallback local socket's ``unix://`` URL, or None for the docker SDK's default.
+
+    With no `docker_url` and no ``DOCKER_HOST``, the engine's socket is looked for at each of
+    :data:`LOCAL_SOCKETS`: one mounted only at ``/tmp/docker.sock`` (as gliderlabs/registrator's
+    documented run line does) is used, and that is logged once.
+    """
+    if docker_url or os.environ.get("DOCKER_HOST"):
+        return docker_url
+    paths = LOCAL_SOCKETS
+    path = choose_socket(paths, os.path.exists)
+    if path == paths[0]:
+        return None  # the usual socket (or none found): the SDK's own default, as before
+    if path not in _announced_fallbacks:
+        _announced_fallbacks.add(path)
+        log.info("no docker socket at %s; using unix://%s (set DOCKER_HOST or --docker to choose)",
+                 paths[0], path)
+    return f"unix://{path}"
+
+
+def describe_docker_url(docker_url: str | None) -> str:
+    """The engine address `docker_url` resolves to, for messages."""
+    return resolve_docker_url(docker_url) or os.environ.get("DOCKER_HOST") or f"unix://{LOCAL_SOCKETS[0]}"
+
+
 def make_client(docker_url: str | None = None, timeout: float = 30.0) -> docker.APIClient:
-    """A low-level docker client for `docker_url`, else ``DOCKER_HOST`` / the default socket."""
+    """A low-level docker client for `docker_url`, else ``DOCKER_HOST`` / the local socket."""
+    docker_url = resolve_docker_url(docker_url)
     if docker_url:
         return docker.APIClient(base_url=docker_url, version="auto", timeout=timeout, num_pools=1)
     kwargs = docker.utils.kwargs_from_env()
@@ -200,9 +236,10 @@ class EventBridge:
                 self.connected = False
                 text = f"{exc.__class__.__name__}: {exc}"
                 if was_connected or failures == 1:
-                    where = self._docker_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
                     log.warning("docker engine at %s unreachable (%s); reconnecting with backoff (is dockerd "
-                                "running? another engine: set DOCKER_HOST or --docker)", where, text)
+                                "running? in a container, mount its socket at /var/run/docker.sock or "
+                                "/tmp/docker.sock; another engine: set DOCKER_HOST or --docker)",
+                                describe_docker_url(self._docker_url), text)
                 self._post(DockerEvent(kind=DISCONNECTED, detail=text))
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
@@ -229,8 +266,9 @@ class DockerAPI:
     """Inspect / list / info on the Docker engine, on the event loop (aiohttp over its socket).
 
     The engine's address comes from `docker_url`, else ``DOCKER_HOST`` (with ``DOCKER_TLS_VERIFY``
-    and ``DOCKER_CERT_PATH``), else the local socket, resolved by the docker SDK's own helpers so
-    it means what it means to the event stream. The HTTP session is made on first use, so a down
+    and ``DOCKER_CERT_PATH``), else the local socket (``/tmp/docker.sock`` when only that is
+    mounted: :func:`resolve_docker_url`), resolved by the docker SDK's own helpers so it means
+    what it means to the event stream. The HTTP session is made on first use, so a down
     engine at start-up only makes calls fail (and be retried by the caller).
     """
 
@@ -244,8 +282,9 @@ class DockerAPI:
         """(base URL, aiohttp connector kwargs) for the engine's address."""
         import aiohttp
 
-        if self._docker_url:
-            base_url, tls = self._docker_url, None
+        docker_url = resolve_docker_url(self._docker_url)
+        if docker_url:
+            base_url, tls = docker_url, None
         else:
             env = docker.utils.kwargs_from_env()
             base_url, tls = env.get("base_url"), env.get("tls")

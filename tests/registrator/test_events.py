@@ -143,3 +143,93 @@ def test_network_connect_names_the_container() -> None:
     assert event is not None and (event.kind, event.action, event.container_id) == (CONTAINER, "network_connect", "c1")
     assert event.attributes == {"network": "back"}
     assert parse_event({"Type": "network", "Action": "create", "Actor": {"ID": "n", "Attributes": {"name": "x"}}}) is None
+
+
+# ---- where the engine's socket is: gliderlabs' run line mounts it at /tmp/docker.sock ------------
+
+
+def test_choose_socket_takes_the_first_existing_candidate() -> None:
+    from waypost.docker_events import choose_socket
+
+    usual, gliderlabs = "/var/run/docker.sock", "/tmp/docker.sock"
+    assert choose_socket((usual, gliderlabs), {gliderlabs}.__contains__) == gliderlabs
+    assert choose_socket((usual, gliderlabs), {usual, gliderlabs}.__contains__) == usual
+    assert choose_socket((usual, gliderlabs), set().__contains__) == usual  # none: errors name the usual one
+
+
+def test_default_candidates_are_the_usual_socket_then_gliderlabs_mount() -> None:
+    from waypost.docker_events import LOCAL_SOCKETS
+
+    assert LOCAL_SOCKETS == ("/var/run/docker.sock", "/tmp/docker.sock")
+
+
+@pytest.fixture
+def local_sockets(tmp_path, monkeypatch):
+    """LOCAL_SOCKETS pointed at two paths under tmp_path (neither exists yet); no DOCKER_HOST."""
+    from waypost import docker_events
+
+    usual, mounted = tmp_path / "var-run.sock", tmp_path / "tmp.sock"
+    monkeypatch.setattr(docker_events, "LOCAL_SOCKETS", (str(usual), str(mounted)))
+    monkeypatch.setattr(docker_events, "_announced_fallbacks", set())
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    return usual, mounted
+
+
+async def test_api_uses_the_tmp_mount_when_only_it_exists_and_says_so_once(local_sockets, caplog) -> None:
+    from waypost.docker_events import DockerAPI
+
+    caplog.set_level("INFO", logger="waypost.docker")
+    usual, mounted = local_sockets
+    mounted.touch()
+    for _ in range(2):
+        base, kwargs = DockerAPI()._connect_args()
+        assert base == "http://docker" and kwargs["connector"]._path == str(mounted)
+        await kwargs["connector"].close()
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert str(usual) in message and f"unix://{mounted}" in message
+    usual.touch()  # both: the usual socket, as before
+    base, kwargs = DockerAPI()._connect_args()
+    assert kwargs["connector"]._path == "/var/run/docker.sock"  # the docker SDK's own default
+    await kwargs["connector"].close()
+
+
+async def test_explicit_url_and_host_variable_win_over_the_tmp_mount(local_sockets, monkeypatch) -> None:
+    from waypost.docker_events import DockerAPI
+
+    _, mounted = local_sockets
+    mounted.touch()
+    base, kwargs = DockerAPI("unix:///run/other.sock")._connect_args()
+    assert kwargs["connector"]._path == "/run/other.sock"
+    await kwargs["connector"].close()
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
+    base, kwargs = DockerAPI()._connect_args()
+    assert base == "http://127.0.0.1:2375"
+    await kwargs["connector"].close()
+
+
+def test_make_client_uses_the_tmp_mount(local_sockets, monkeypatch) -> None:
+    from waypost import docker_events
+
+    made: list[dict] = []
+    monkeypatch.setattr(docker_events.docker, "APIClient", lambda **kw: made.append(kw) or kw)
+    _, mounted = local_sockets
+    docker_events.make_client()
+    mounted.touch()
+    docker_events.make_client()
+    docker_events.make_client("tcp://192.0.2.1:2375")
+    assert [kw.get("base_url") for kw in made] == [None, f"unix://{mounted}", "tcp://192.0.2.1:2375"]
+
+
+async def test_unreachable_warning_names_the_socket_actually_tried(local_sockets, caplog) -> None:
+    caplog.set_level("WARNING", logger="waypost.docker")
+    _, mounted = local_sockets
+    mounted.touch()  # a plain file: "mounted", but nothing answers
+    queue: asyncio.Queue[DockerEvent] = asyncio.Queue()
+    bridge = EventBridge(queue, asyncio.get_running_loop(), None, min_backoff=0.01, max_backoff=0.05)
+    bridge.start()
+    try:
+        assert (await asyncio.wait_for(queue.get(), 10)).kind == DISCONNECTED
+    finally:
+        await bridge.stop()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"docker engine at unix://{mounted} unreachable" in warning and "/tmp/docker.sock" in warning
