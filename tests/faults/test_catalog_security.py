@@ -197,6 +197,8 @@ async def call(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) ->
 def routes(server: CatalogServer, write: bool) -> list[tuple[str, str]]:
     out = []
     for route in server.app.router.routes():
+        if route.method == "*":  # the 405 catch-alls of PUT-only paths: they write nothing
+            continue
         if (route.method != "GET") == write:
             info = route.resource.get_info()
             out.append((route.method, (info.get("formatter") or info["path"]).replace("{", "").replace("}", "")))
