@@ -16,7 +16,15 @@ from waypost.ambassador.balancer import POLICIES
 from waypost.ambassador.connect import LABEL
 from waypost.ambassador.routes import Ambassador, Options, parse_route
 from waypost.config import ConfigError, add_catalog_arguments, catalog_config_from_args, parse_hostport
-from waypost.workers import Workers, check_workers, worker_argv
+from waypost.workers import (
+    Workers,
+    allowed_cpus,
+    bind_process,
+    check_workers,
+    cpu_shares,
+    format_cpus,
+    worker_argv,
+)
 
 log = logging.getLogger("waypost.ambassador")
 
@@ -42,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="processes sharing the route ports with SO_REUSEPORT, each with its own balancer "
                         "and --max-conns (admin metrics cover the first process only)")
+    parser.add_argument("--cpu-affinity", choices=("auto", "off"), default="auto",
+                        help="auto: with --workers N > 1, bind each worker to its own share of the CPUs this "
+                        "process may use (as HAProxy's cpu-map, nginx's worker_cpu_affinity auto), which spares "
+                        "the scheduler moving busy workers between CPUs; off: leave placement to the scheduler")
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     inject = parser.add_argument_group("host mode")
     inject.add_argument("--inject", action="store_true",
@@ -92,6 +104,16 @@ def options_from_args(args: argparse.Namespace) -> Options:
     )
 
 
+def worker_cpus(args: argparse.Namespace) -> list[set[int]]:
+    """Each worker's CPUs under --cpu-affinity auto (first: this process); [] when not binding."""
+    if getattr(args, "cpu_affinity", "auto") != "auto" or args.workers <= 1:
+        return []
+    cpus = allowed_cpus()
+    if len(cpus) <= 1:
+        return []
+    return cpu_shares(cpus, args.workers)
+
+
 def _worker_argv(args: argparse.Namespace) -> list[str]:
     """One extra sidecar worker: the same routes and balancer flags, no admin, shared ports."""
     return worker_argv("ambassador", args,
@@ -128,8 +150,13 @@ async def run(args: argparse.Namespace) -> int:
     try:
         await ambassador.start()
         if args.workers > 1:
-            await workers.start(_worker_argv(args), args.workers - 1)
-            log.info("%d worker processes share the route ports", args.workers)
+            shares = worker_cpus(args)
+            await workers.start(_worker_argv(args), args.workers - 1, shares[1:])
+            if shares and bind_process(shares[0]):
+                log.info("%d worker processes share the route ports, bound to CPUs %s", args.workers,
+                         " | ".join(format_cpus(s) for s in shares))
+            else:
+                log.info("%d worker processes share the route ports", args.workers)
         if admin_addr is not None:
             from waypost.ambassador.admin import AdminServer  # aiohttp costs ~15 MB: only when asked
 

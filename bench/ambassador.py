@@ -1,7 +1,8 @@
 """Ambassador vs HAProxy vs a direct connection: redis-benchmark (PING, 1 and 50 connections) and iperf3.
 
 Runs, in one go and alternating the order each round: redis-benchmark straight to redis-server,
-through HAProxy (mode tcp, one backend) and through `waypost ambassador` (static route), then the
+through HAProxy (mode tcp, one backend; its default configuration, and for reference a second one with
+`cpu-map` binding each thread to a CPU) and through `waypost ambassador` (static route), then the
 same for iperf3 bulk throughput. Prints medians and ratios, and the idle ambassador's RSS.
 
     python bench/ambassador.py            # 3 rounds
@@ -33,7 +34,7 @@ if str(ROOT) not in sys.path:
 from tests.ports import free_port  # noqa: E402 - needs the repository root on sys.path
 from tests.procinfo import context_switches, rss_kb  # noqa: E402
 
-TARGETS = ("direct", "haproxy", "waypost")
+TARGETS = ("direct", "haproxy", "haproxy-cpumap", "waypost")
 
 
 def tool(name: str) -> str:
@@ -150,6 +151,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="waypost ambassador --workers (default: the CPU count, as HAProxy's default nbthread)")
+    parser.add_argument("--cpu-affinity", choices=("auto", "off"), default="auto",
+                        help="waypost ambassador --cpu-affinity (default: auto, its default)")
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
     n1, n50 = (10_000, 50_000) if args.quick else (30_000, 200_000)
@@ -193,14 +196,24 @@ listen iperf
     server i1 127.0.0.1:{iperf_port}
 """)
         haproxy = spawn([tool("haproxy"), "-db", "-f", str(cfg)], "haproxy.log")
+        pr, pi = free_port(), free_port()
+        ports["haproxy-cpumap"] = (pr, pi)
+        ncpu = len(os.sched_getaffinity(0))
+        cfg_pinned = tmp / "haproxy-cpumap.cfg"
+        cfg_pinned.write_text(cfg.read_text()
+                              .replace("    maxconn 9000\n", f"    maxconn 9000\n    nbthread {ncpu}\n"
+                                       f"    cpu-map auto:1/1-{ncpu} 0-{ncpu - 1}\n")
+                              .replace(f":{hr}\n", f":{pr}\n").replace(f":{hi}\n", f":{pi}\n"))
+        haproxy_pinned = spawn([tool("haproxy"), "-db", "-f", str(cfg_pinned)], "haproxy-cpumap.log")
         wr, wi = free_port(), free_port()
         ports["waypost"] = (wr, wi)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         amb = spawn([*waypost_command(), "--route", f"127.0.0.1:{wr}=127.0.0.1:{redis_port}",
                      "--route", f"127.0.0.1:{wi}=127.0.0.1:{iperf_port}", "--log-level", "warning",
-                     "--workers", str(args.workers)],
+                     "--workers", str(args.workers), "--cpu-affinity", args.cpu_affinity],
                     "ambassador.log", env=env)
         wait_port(hr, haproxy, "haproxy")
+        wait_port(pr, haproxy_pinned, "haproxy (cpu-map)")
         wait_port(wr, amb, "waypost ambassador")
         wait_port(wi, amb, "waypost ambassador")
         time.sleep(0.5)
@@ -210,7 +223,7 @@ listen iperf
         haproxy_rss = rss_kb(haproxy.pid)
 
         results: dict[tuple[str, str], list[float]] = {}
-        proxies = {"haproxy": haproxy, "waypost": amb}
+        proxies = {"haproxy": haproxy, "haproxy-cpumap": haproxy_pinned, "waypost": amb}
         # CPU seconds (user, system) and context switches (voluntary, involuntary) each proxy
         # spent on the redis runs
         cpu_per_req: dict[str, list[float]] = {}
@@ -220,7 +233,7 @@ listen iperf
             results.setdefault((metric, target), []).append(value)
 
         for rnd in range(rounds):
-            order = TARGETS[rnd % 3:] + TARGETS[: rnd % 3]
+            order = TARGETS[rnd % len(TARGETS):] + TARGETS[: rnd % len(TARGETS)]
             for test in ("PING_INLINE", "PING_MBULK"):
                 for conns, n in ((1, n1), (50, n50)):
                     for target in order:
@@ -249,9 +262,12 @@ listen iperf
         shutil.rmtree(tmp, ignore_errors=True)
 
     metrics = list(dict.fromkeys(m for m, _ in results))
-    header = f"{'metric':<24}{'direct':>12}{'haproxy':>12}{'waypost':>12}{'wp/haproxy':>12}{'wp/direct':>11}"
+    header = (f"{'metric':<24}{'direct':>12}{'haproxy':>12}{'hap cpumap':>12}{'waypost':>12}{'wp/haproxy':>12}"
+              f"{'wp/cpumap':>11}{'wp/direct':>11}")
     print(f"\nambassador benchmark: {rounds} round(s), medians (higher is better except p50); "
-          f"waypost --workers {args.workers}, haproxy default nbthread ({os.cpu_count()} CPUs)\n"
+          f"waypost --workers {args.workers} --cpu-affinity {args.cpu_affinity}, haproxy default nbthread "
+          f"({os.cpu_count()} CPUs); 'hap cpumap': the same HAProxy with cpu-map binding its threads to CPUs, "
+          "for reference (the target compares with HAProxy as installed)\n"
           "ratios are the median of the per-round ratios: each round runs every target side by side, so a "
           "ratio compares runs seconds apart, not the machine's slow rounds with its fast ones\n")
     print(header)
@@ -260,8 +276,8 @@ listen iperf
         med = {t: statistics.median(results[(metric, t)]) for t in TARGETS}
         fmt = "{:>12.3f}" if "ms" in metric else ("{:>12.2f}" if "Gbit" in metric else "{:>12.0f}")
         cells = "".join(fmt.format(med[t]) for t in TARGETS)
-        r_h, r_d = paired_ratio(results, metric, "haproxy"), paired_ratio(results, metric, "direct")
-        print(f"{metric:<24}{cells}{r_h:>11.2f}x{r_d:>10.2f}x")
+        r_h, r_p, r_d = (paired_ratio(results, metric, peer) for peer in ("haproxy", "haproxy-cpumap", "direct"))
+        print(f"{metric:<24}{cells}{r_h:>11.2f}x{r_p:>10.2f}x{r_d:>10.2f}x")
     for metric in (m for m in metrics if m.endswith("req/s")):
         ratios = round_ratios(results, metric, "haproxy")
         noise = (f" (the machine's noise: same-target rounds vary {spread(results[(metric, 'haproxy')]):.0%} "
@@ -269,11 +285,11 @@ listen iperf
         print(f"{metric} waypost/haproxy per round: " + " ".join(f"{r:.2f}" for r in ratios) + noise)
     us = {t: 1e6 * (c[0] + c[1]) / cpu_reqs[t] for t, c in cpu_per_req.items()}
     print(f"\nproxy CPU per redis request (all redis runs; less noisy than req/s on a busy machine): "
-          f"haproxy {us['haproxy']:.1f} µs, waypost {us['waypost']:.1f} µs "
-          f"({us['waypost'] / us['haproxy']:.2f}x)")
+          f"haproxy {us['haproxy']:.1f} µs, haproxy with cpu-map {us['haproxy-cpumap']:.1f} µs, "
+          f"waypost {us['waypost']:.1f} µs ({us['waypost'] / us['haproxy']:.2f}x haproxy)")
     for t, c in cpu_per_req.items():
         k = 1e3 / cpu_reqs[t]
-        print(f"  {t:<8} per 1000 requests: user {c[0] * k * 1e3:.1f} ms, system {c[1] * k * 1e3:.1f} ms, "
+        print(f"  {t:<15} per 1000 requests: user {c[0] * k * 1e3:.1f} ms, system {c[1] * k * 1e3:.1f} ms, "
               f"context switches {c[2] * k:.0f} voluntary + {c[3] * k:.0f} involuntary")
     print(f"RSS: one waypost ambassador process idle {idle_rss / 1024:.1f} MB ({args.workers} workers: "
           f"{idle_rss_all / 1024:.1f} MB in all), after the run {busy_rss / 1024:.1f} MB; "

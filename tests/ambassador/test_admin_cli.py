@@ -211,3 +211,52 @@ async def test_workers_share_the_route_ports_and_follow_the_catalog(redis_factor
     assert code == 0
     await asyncio.sleep(0.5)
     assert _ambassador_pids(port) == [], "a worker outlived the ambassador"
+
+
+def _affinities(pid: int) -> list[set[int]]:
+    """The CPU sets of every thread of a process."""
+    return [os.sched_getaffinity(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
+
+
+async def _workers_ready(proc: asyncio.subprocess.Process) -> str:
+    async with asyncio.timeout(20):
+        while True:
+            line = (await proc.stderr.readline()).decode()
+            assert line, "ambassador exited before its workers started"
+            if "share the route ports" in line:
+                return line
+
+
+@pytest.mark.parametrize("affinity", ["auto", "off"])
+async def test_workers_are_bound_to_their_own_cpus_unless_told_not_to(redis_factory, affinity):
+    """`--workers 2` on a host with 2+ CPUs: by default the two processes run on disjoint halves of
+    the CPUs this one may use (no worker is moved between CPUs by the scheduler); with
+    `--cpu-affinity off` both keep every CPU. Either way every connection still reaches redis."""
+    redis = redis_factory()
+    port = free_port()
+    allowed = os.sched_getaffinity(0)
+    proc = await _run_cli("--route", f"127.0.0.1:{port}=127.0.0.1:{redis.port}", "--workers", "2",
+                          "--cpu-affinity", affinity)
+    try:
+        line = await _workers_ready(proc)
+        pids = _ambassador_pids(port)
+        assert len(pids) == 2
+        parent = [p for p in pids if p == proc.pid][0]
+        child = [p for p in pids if p != proc.pid][0]
+        parent_sets, child_sets = _affinities(parent), _affinities(child)
+        assert all(s == parent_sets[0] for s in parent_sets), "a thread of the first worker was left unbound"
+        if affinity == "auto" and len(allowed) > 1:
+            first, second = parent_sets[0], child_sets[0]
+            assert first and second and not first & second and first | second == allowed
+            assert all(s == second for s in child_sets)
+            assert "bound to CPUs" in line
+        else:
+            assert parent_sets[0] == allowed and all(s == allowed for s in child_sets)
+            assert "bound to CPUs" not in line
+        for _ in range(8):
+            client = await Resp.connect(port)
+            assert await client.call("PING") == "PONG"
+            await client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
