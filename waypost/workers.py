@@ -86,7 +86,8 @@ def bind_process(cpus: set[int]) -> bool:
         tids = [0]
     try:
         for tid in tids:
-            os.sched_setaffinity(tid, cpus)
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setaffinity(tid, cpus)
     except (AttributeError, OSError) as exc:
         log.warning("--cpu-affinity auto: cannot bind to CPUs %s (%s); running unbound (use --cpu-affinity off "
                     "to skip this)", format_cpus(cpus), exc)
