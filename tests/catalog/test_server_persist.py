@@ -120,8 +120,7 @@ async def test_acknowledged_registrations_survive_sigkill(tmp_path):
 
 async def test_in_process_restart_keeps_state_and_node_id(tmp_path):
     data_dir = str(tmp_path / "d")
-    srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
-    await srv.start()
+    srv = await _start(data_dir)
     async with aiohttp.ClientSession() as http:
         async with http.put(srv.url + "/v1/agent/service/register",
                             data=json.dumps({"Name": "keep", "Port": 7, "Tags": ["t"]})) as resp:
@@ -194,6 +193,13 @@ async def test_cli_logs_listen_address_and_stops_on_sigterm(tmp_path):
             await proc.wait()
 
 
+async def _start(data_dir: str) -> CatalogServer:
+    """A started single-node catalog keeping its data in `data_dir`."""
+    srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
+    await srv.start()
+    return srv
+
+
 async def _agent_check(http: aiohttp.ClientSession, url: str, cid: str) -> dict:
     async with http.get(url + "/v1/agent/checks") as resp:
         return (await resp.json())[cid]
@@ -211,14 +217,12 @@ async def _ttl_service(http: aiohttp.ClientSession, url: str, ttl: str, *notes: 
 async def test_ttl_that_expired_while_down_is_critical_after_restart(tmp_path):
     """Consul's loadCheckState: a TTL whose deadline passed while the agent was down starts critical."""
     data_dir = str(tmp_path / "d")
-    srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
-    await srv.start()
+    srv = await _start(data_dir)
     async with aiohttp.ClientSession() as http:
         await _ttl_service(http, srv.url, "1s", "first", "last words")
         await srv.stop()
         await asyncio.sleep(1.3)
-        srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
-        await srv.start()
+        srv = await _start(data_dir)
         try:
             chk = await _agent_check(http, srv.url, "service:beat-1")
             assert chk["Status"] == "critical"
@@ -229,15 +233,13 @@ async def test_ttl_that_expired_while_down_is_critical_after_restart(tmp_path):
 
 async def test_ttl_running_across_restart_keeps_output_and_remaining_time(tmp_path):
     data_dir = str(tmp_path / "d")
-    srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
-    await srv.start()
+    srv = await _start(data_dir)
     async with aiohttp.ClientSession() as http:
         # the second pass changes only the output: it must reach the disk too
         await _ttl_service(http, srv.url, "4s", "first", "second")
         await srv.stop()
         await asyncio.sleep(1.5)
-        srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
-        await srv.start()
+        srv = await _start(data_dir)
         started = time.monotonic()
         try:
             chk = await _agent_check(http, srv.url, "service:beat-1")
@@ -257,16 +259,14 @@ async def test_ttl_state_without_deadline_gets_a_full_ttl(tmp_path):
     import sqlite3
 
     data_dir = str(tmp_path / "d")
-    srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
-    await srv.start()
+    srv = await _start(data_dir)
     async with aiohttp.ClientSession() as http:
         await _ttl_service(http, srv.url, "1s", "ok")
         await srv.stop()
         with sqlite3.connect(os.path.join(data_dir, "catalog.db")) as db:
             db.execute("DELETE FROM rows WHERE kind = 'ttl'")
         await asyncio.sleep(1.2)
-        srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
-        await srv.start()
+        srv = await _start(data_dir)
         try:
             chk = await _agent_check(http, srv.url, "service:beat-1")
             assert (chk["Status"], chk["Output"]) == ("passing", "ok")
@@ -280,8 +280,7 @@ async def test_deregistered_ttl_check_leaves_no_ttl_row(tmp_path):
     import sqlite3
 
     data_dir = str(tmp_path / "d")
-    srv = CatalogServer(port=0, data_dir=data_dir, node_name="n1")
-    await srv.start()
+    srv = await _start(data_dir)
     async with aiohttp.ClientSession() as http:
         await _ttl_service(http, srv.url, "30s", "ok")
         async with http.put(srv.url + "/v1/agent/service/deregister/beat-1") as resp:
