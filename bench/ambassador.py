@@ -145,6 +145,24 @@ def iperf(port: int, seconds: float) -> float:
     return data["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
+def haproxy_config(listen: tuple[int, int], redis_port: int, iperf_port: int, global_extra: str = "") -> str:
+    """HAProxy in mode tcp: `listen` (redis, iperf3 ports) to the one redis-server and iperf3 server."""
+    return f"""global
+    maxconn 9000
+{global_extra}defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1m
+    timeout server 1m
+listen redis
+    bind 127.0.0.1:{listen[0]}
+    server r1 127.0.0.1:{redis_port}
+listen iperf
+    bind 127.0.0.1:{listen[1]}
+    server i1 127.0.0.1:{iperf_port}
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one short round (< 30 s)")
@@ -178,33 +196,15 @@ def main() -> None:
         wait_port(redis_port, redis, "redis-server")
         wait_port(iperf_port, iperf_srv, "iperf3 -s")
 
-        hr, hi = free_port(), free_port()
-        ports["haproxy"] = (hr, hi)
-        cfg = tmp / "haproxy.cfg"
-        cfg.write_text(f"""global
-    maxconn 9000
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 1m
-    timeout server 1m
-listen redis
-    bind 127.0.0.1:{hr}
-    server r1 127.0.0.1:{redis_port}
-listen iperf
-    bind 127.0.0.1:{hi}
-    server i1 127.0.0.1:{iperf_port}
-""")
-        haproxy = spawn([tool("haproxy"), "-db", "-f", str(cfg)], "haproxy.log")
-        pr, pi = free_port(), free_port()
-        ports["haproxy-cpumap"] = (pr, pi)
         ncpu = len(os.sched_getaffinity(0))
-        cfg_pinned = tmp / "haproxy-cpumap.cfg"
-        cfg_pinned.write_text(cfg.read_text()
-                              .replace("    maxconn 9000\n", f"    maxconn 9000\n    nbthread {ncpu}\n"
-                                       f"    cpu-map auto:1/1-{ncpu} 0-{ncpu - 1}\n")
-                              .replace(f":{hr}\n", f":{pr}\n").replace(f":{hi}\n", f":{pi}\n"))
-        haproxy_pinned = spawn([tool("haproxy"), "-db", "-f", str(cfg_pinned)], "haproxy-cpumap.log")
+        haproxies = {}
+        for target, pinning in (("haproxy", ""),
+                                ("haproxy-cpumap", f"    nbthread {ncpu}\n    cpu-map auto:1/1-{ncpu} 0-{ncpu - 1}\n")):
+            ports[target] = free_port(), free_port()
+            cfg = tmp / f"{target}.cfg"
+            cfg.write_text(haproxy_config(ports[target], redis_port, iperf_port, pinning))
+            haproxies[target] = spawn([tool("haproxy"), "-db", "-f", str(cfg)], f"{target}.log")
+        haproxy, haproxy_pinned = haproxies["haproxy"], haproxies["haproxy-cpumap"]
         wr, wi = free_port(), free_port()
         ports["waypost"] = (wr, wi)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -212,8 +212,8 @@ listen iperf
                      "--route", f"127.0.0.1:{wi}=127.0.0.1:{iperf_port}", "--log-level", "warning",
                      "--workers", str(args.workers), "--cpu-affinity", args.cpu_affinity],
                     "ambassador.log", env=env)
-        wait_port(hr, haproxy, "haproxy")
-        wait_port(pr, haproxy_pinned, "haproxy (cpu-map)")
+        for target, proc in haproxies.items():
+            wait_port(ports[target][0], proc, target)
         wait_port(wr, amb, "waypost ambassador")
         wait_port(wi, amb, "waypost ambassador")
         time.sleep(0.5)
